@@ -1,0 +1,132 @@
+"""The customer chat socket at /ws/chat/ (protocol in README.md)."""
+
+import json
+import logging
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chatbot import selectors, services
+from chatbot.live import conversation_group
+from chatbot.ratelimit import SlidingWindowLimit
+
+log = logging.getLogger(__name__)
+
+
+def _conversation_for(session_key, conversation_id):
+    return selectors.conversation_for_session(
+        session_key=session_key, conversation_id=conversation_id
+    )
+
+
+def _history_frame(conversation) -> dict:
+    messages = selectors.conversation_messages(conversation=conversation) if conversation else []
+    return {
+        "type": "history",
+        "conversation_id": str(conversation.id) if conversation else None,
+        "status": conversation.status if conversation else "bot",
+        "messages": [selectors.message_frame_data(m) for m in messages],
+    }
+
+
+def _log_customer_message(session_key, conversation, text):
+    if conversation is None:
+        conversation = services.conversation_start(session_key=session_key)
+    message = services.customer_message_log(conversation=conversation, text=text)
+    answer = services.bot_should_answer(conversation_id=conversation.id)
+    return conversation, message, answer
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """Thin: parse a frame, call a service, relay live frames from the conversation group."""
+
+    conversation = None
+
+    async def connect(self):
+        session = self.scope.get("session")
+        self.session_key = getattr(session, "session_key", None)
+        await self.accept()
+        if not self.session_key:
+            await self.error("no_session", "Open the chat page first so a session is set.")
+            await self.close(code=4401)
+            return
+        wanted = parse_qs(self.scope.get("query_string", b"").decode()).get("conversation")
+        conversation = await database_sync_to_async(_conversation_for)(
+            self.session_key, wanted[0] if wanted else None
+        )
+        if wanted and conversation is None:
+            await self.error("conversation_not_found", "No such conversation.")
+            await self.close(code=4404)
+            return
+        self.limit = SlidingWindowLimit(
+            limit=settings.CHAT_RATE_LIMIT_MESSAGES,
+            window_seconds=settings.CHAT_RATE_LIMIT_SECONDS,
+        )
+        if conversation:
+            await self.join(conversation)
+        await self.send_json(await database_sync_to_async(_history_frame)(conversation))
+
+    async def disconnect(self, code):
+        if self.conversation:
+            await self.channel_layer.group_discard(
+                conversation_group(self.conversation.id), self.channel_name
+            )
+
+    async def join(self, conversation) -> None:
+        self.conversation = conversation
+        await self.channel_layer.group_add(conversation_group(conversation.id), self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        try:
+            frame = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            frame = None
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            await self.error("bad_frame", 'Send a JSON object with a "type" field.')
+            return
+        if frame["type"] == "customer_message":
+            await self.customer_message(frame.get("text"))
+        else:
+            await self.error("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
+
+    async def customer_message(self, text) -> None:
+        try:
+            services.message_text_clean(text)
+        except services.ChatInputError as exc:
+            await self.error(exc.code, exc.detail)
+            return
+        if not self.limit.allow():
+            wait = self.limit.retry_after()
+            await self.error("rate_limited", f"Too many messages; try again in {wait:.0f} s.")
+            return
+        if self.conversation and services.reply_in_progress(self.conversation.id):
+            await self.error("busy", "Please wait until the current reply has finished.")
+            return
+        conversation, _message, answer = await database_sync_to_async(_log_customer_message)(
+            self.session_key, self.conversation, text
+        )
+        if self.conversation is None:
+            await self.join(conversation)
+            await self.send_json(
+                {"type": "conversation", "conversation_id": str(conversation.id), "status": "bot"}
+            )
+            # The stored message was published before we joined the group: echo it here.
+            await self.send_json(
+                {
+                    "type": "message",
+                    **await database_sync_to_async(selectors.message_frame_data)(_message),
+                }
+            )
+        if answer:
+            services.bot_reply_start(conversation_id=conversation.id)
+
+    async def frame_send(self, event):
+        await self.send_json(event["frame"])
+
+    async def send_json(self, frame: dict) -> None:
+        await self.send(text_data=json.dumps(frame))
+
+    async def error(self, code: str, detail: str) -> None:
+        await self.send_json({"type": "error", "code": code, "detail": detail})

@@ -1,0 +1,50 @@
+"""What the model is told: the shop's system prompt and a history cut to fit the context."""
+
+from django.conf import settings
+
+
+def system_prompt() -> str:
+    return (
+        f"You are the customer-service assistant of {settings.SHOP_NAME}, an online shop. "
+        f"Your tone is {settings.SHOP_TONE}. Answer the customer's question directly and "
+        "briefly. Never invent order numbers, tracking numbers, amounts or dates; if you "
+        "need account details, ask the customer or offer to connect them with a human agent. "
+        f"Shop policies: {settings.SHOP_POLICIES} "
+        f"Support email: {settings.SHOP_SUPPORT_EMAIL}."
+    )
+
+
+ROLE_FOR_MODEL = {"customer": "user", "bot": "assistant", "agent": "assistant"}
+
+
+def chat_messages(history: list[tuple[str, str]], *, system: str | None = None) -> list[dict]:
+    """Turn (role, text) pairs from a conversation into chat-template messages."""
+    messages = [{"role": "system", "content": system if system is not None else system_prompt()}]
+    for role, text in history:
+        if role in ROLE_FOR_MODEL:
+            messages.append({"role": ROLE_FOR_MODEL[role], "content": text})
+    return messages
+
+
+def prompt_fit(tokenizer, messages: list[dict], budget: int) -> list[dict]:
+    """Drop the oldest turns (never the system prompt or the last message) until the
+    templated prompt fits in `budget` tokens; a last message still too long is cut."""
+    system, turns = messages[:1], list(messages[1:])
+
+    def length(msgs: list[dict]) -> int:
+        ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+        return len(ids if isinstance(ids, list) else ids["input_ids"])
+
+    while len(turns) > 1 and length(system + turns) > budget:
+        turns.pop(0)
+    # A conversation should start with the customer.
+    while len(turns) > 1 and turns[0]["role"] == "assistant":
+        turns.pop(0)
+    fitted = system + turns
+    overflow = length(fitted) - budget
+    if overflow > 0 and turns:
+        last = turns[-1]
+        ids = tokenizer(last["content"], add_special_tokens=False)["input_ids"]
+        keep = max(1, len(ids) - overflow)
+        fitted[-1] = {**last, "content": tokenizer.decode(ids[-keep:])}
+    return fitted

@@ -1,0 +1,9 @@
+from django.contrib import admin
+from django.urls import path
+
+from chatbot import views
+
+urlpatterns = [
+    path("", views.chat_page, name="chat"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,1 @@
+"""The agent console: review, corrections, ratings, flags and human takeover."""

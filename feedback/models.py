@@ -1,0 +1,1 @@
+"""Agent feedback on conversations (filled in by the agent-console work)."""

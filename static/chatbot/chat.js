@@ -1,0 +1,102 @@
+// Customer chat: one WebSocket, streamed tokens, reconnect with back-off.
+// All text is inserted with textContent, never as HTML.
+(function () {
+  "use strict";
+  const list = document.getElementById("messages");
+  const form = document.getElementById("composer");
+  const input = document.getElementById("message-input");
+  const statusEl = document.getElementById("chat-status");
+  const errorEl = document.getElementById("chat-error");
+  const AUTHOR = { customer: "You", bot: "Assistant", agent: "Agent", system: "Notice" };
+  let socket = null;
+  let retry = 0;
+  let conversationId = document.getElementById("chat").dataset.conversationId || "";
+
+  function setStatus(text) { statusEl.textContent = text; }
+  function showError(text) { errorEl.textContent = text; errorEl.hidden = !text; }
+
+  function bubble(id, role) {
+    let el = id ? list.querySelector(`[data-message-id="${CSS.escape(id)}"]`) : null;
+    if (!el) {
+      const intro = list.querySelector(".intro");
+      if (intro) intro.remove();
+      el = document.createElement("li");
+      el.className = `message message-${role}`;
+      if (id) el.dataset.messageId = id;
+      const author = document.createElement("span");
+      author.className = "author";
+      author.textContent = AUTHOR[role] || role;
+      const text = document.createElement("div");
+      text.className = "text";
+      el.append(author, text);
+      list.append(el);
+    }
+    return el;
+  }
+
+  function render(message) {
+    const el = bubble(message.message_id, message.role);
+    el.classList.remove("streaming");
+    el.querySelector(".text").textContent = message.text;
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function onFrame(frame) {
+    switch (frame.type) {
+      case "history":
+        if (frame.conversation_id) conversationId = frame.conversation_id;
+        frame.messages.forEach(render);
+        break;
+      case "conversation":
+        conversationId = frame.conversation_id;
+        break;
+      case "message":
+        render(frame);
+        break;
+      case "token": {
+        const el = bubble(frame.message_id, "bot");
+        el.classList.add("streaming");
+        el.querySelector(".text").textContent += frame.text;
+        list.scrollTop = list.scrollHeight;
+        break;
+      }
+      case "bot_message":
+        render({ ...frame, role: "bot" });
+        break;
+      case "error":
+        showError(frame.detail);
+        break;
+    }
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const query = conversationId ? `?conversation=${encodeURIComponent(conversationId)}` : "";
+    socket = new WebSocket(`${scheme}://${location.host}/ws/chat/${query}`);
+    setStatus("Connecting…");
+    socket.onopen = () => { retry = 0; setStatus("Online"); showError(""); };
+    socket.onmessage = (event) => {
+      try { onFrame(JSON.parse(event.data)); } catch (err) { console.error(err); }
+    };
+    socket.onclose = (event) => {
+      setStatus("Reconnecting…");
+      if (event.code === 4404) conversationId = "";
+      const delay = Math.min(10000, 500 * 2 ** retry++);
+      setTimeout(connect, delay);
+    };
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    if (!socket || socket.readyState !== WebSocket.OPEN) { showError("Not connected yet; please retry in a moment."); return; }
+    showError("");
+    socket.send(JSON.stringify({ type: "customer_message", text }));
+    input.value = "";
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
+  });
+  connect();
+})();

