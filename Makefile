@@ -47,3 +47,9 @@ bench-chat: prepare
 
 clean:
 	rm -rf $(VENV) var staticfiles
+
+# --- Training (training/, see README "Training") -------------------------------------------
+.PHONY: bench-train
+bench-train: install
+	$(PYTHON) manage.py prepare_model
+	$(PYTHON) benchmarks/bench_train.py

@@ -170,6 +170,69 @@ def _work_dir_prepare(work: Path, cfg_fingerprint: dict) -> Path | None:
     return None
 
 
+def sft_trainer_build(
+    cfg: TrainConfig,
+    *,
+    model,
+    tokenizer,
+    train_features: list[dict],
+    val_features: list[dict],
+    checkpoints_dir: Path,
+    bf16: bool,
+    callbacks: list,
+):
+    """A transformers Trainer for SFT: length-bucketed batches (little padding), loss on the
+    labelled (assistant) tokens, validation + checkpoint every `eval_steps`, best model kept
+    (without validation features: no validation, no checkpoints, as for benchmarking)."""
+    import torch
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from training.chat_format import ChatCollator
+
+    args = TrainingArguments(
+        output_dir=str(checkpoints_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length",
+        length_column_name="length",
+        eval_strategy="steps" if val_features else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps" if val_features else "no",
+        save_steps=cfg.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=bool(val_features),
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=1,
+        logging_first_step=True,
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_features),
+        eval_dataset=Dataset.from_list(val_features) if val_features else None,
+        data_collator=ChatCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
 def finetune(
     cfg: TrainConfig,
     *,
@@ -186,17 +249,9 @@ def finetune(
     `progress` gets dicts like {"phase": "sft", "step", "max_steps", "loss" | "eval_loss", ...}.
     Raises TrainingError on unusable input; a failed run leaves no artifact.
     """
-    import torch
-    from datasets import Dataset
-    from transformers import (
-        AutoTokenizer,
-        EarlyStoppingCallback,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 
-    from training.chat_format import ChatCollator, examples_tokenize
+    from training.chat_format import examples_tokenize
 
     output_dir, base_path = Path(output_dir), str(base_path)
     if output_dir.exists():
@@ -246,48 +301,17 @@ def finetune(
     bf16 = cfg.bf16 and bf16_usable()
 
     # --- SFT --------------------------------------------------------------------------------
-    args = TrainingArguments(
-        output_dir=str(work / "checkpoints"),
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_ratio,
-        lr_scheduler_type=cfg.lr_scheduler,
-        max_grad_norm=cfg.max_grad_norm,
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
-        train_sampling_strategy="group_by_length",
-        length_column_name="length",
-        eval_strategy="steps",
-        eval_steps=cfg.eval_steps,
-        save_strategy="steps",
-        save_steps=cfg.eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        logging_steps=1,
-        logging_first_step=True,
-        report_to="none",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-    )
     callbacks = [_progress_callback(progress, "sft")]
     if cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = Trainer(
+    trainer = sft_trainer_build(
+        cfg,
         model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train_features),
-        eval_dataset=Dataset.from_list(val_features),
-        data_collator=ChatCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
+        tokenizer=tokenizer,
+        train_features=train_features,
+        val_features=val_features,
+        checkpoints_dir=work / "checkpoints",
+        bf16=bf16,
         callbacks=callbacks,
     )
     report({"phase": "sft", "event": "start", "train_examples": len(train_features)})

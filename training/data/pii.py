@@ -19,7 +19,7 @@ ADDRESS = re.compile(
 # or any bare run of 6+ digits left once cards and phone numbers are masked.
 ORDER_ID = re.compile(
     r"(?P<lead>\b(?:order|bill|purchase|invoice|tracking|reference|refund|number|no\.|id)"
-    r"\s*[:#]?\s*|#)(?P<id>[A-Z]{0,4}-?\d[\d-]{3,})\b|\b[A-Z]{2,4}-\d{4,}\b",
+    r"\s*[:#]?\s*|#)(?P<id>(?=[A-Z-]{0,4}\d)[A-Z0-9][A-Z0-9-]{3,})\b|\b[A-Z]{2,4}-\d{4,}\b",
     re.I,
 )
 BARE_ID = re.compile(r"\b\d{6,}\b")

@@ -13,7 +13,7 @@ import re
 from django.conf import settings
 
 CURLY_SLOT = re.compile(r"\{\{\s*([^{}\n]{1,80}?)\s*\}\}")
-BRACKET_SLOT = re.compile(r"\[([A-Za-z][A-Za-z ]{0,50})\]")
+BRACKET_SLOT = re.compile(r"\[([A-Z][A-Za-z ]{0,50})\]")  # PII masks are lowercase
 # What the evaluation counts as a raw slot in a reply.
 RAW_SLOT = re.compile(r"\{\{[^{}\n]{0,80}\}\}|\[[A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*)*\]")
 ID_SLOT = re.compile(
