@@ -132,6 +132,16 @@ def _generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, 
     return replies
 
 
+def evaluation_cases(snapshot_id: str | int | None = None, *, limit: int = 50, skip: int = 0):
+    """The fixed evaluation set: validation rows [skip, skip + limit) of a snapshot (newest by
+    default). Its validation file is shuffled once with the snapshot's seed, so the same
+    arguments always give the same cases. Training validates (early stopping) on the first
+    `max_eval_examples` rows; pass that as `skip` to evaluate on rows training never saw."""
+    from training.data.snapshot import snapshot_get, snapshot_rows
+
+    return snapshot_rows(snapshot_get(snapshot_id), "validation")[skip : skip + limit]
+
+
 def evaluate_artifact(
     artifact_path: str | Path,
     *,

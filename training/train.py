@@ -419,6 +419,7 @@ def _dpo_run(cfg, model, tokenizer, pairs, system, work, bf16, progress) -> dict
         save_strategy="no",
         report_to="none",
         seed=cfg.seed,
+        gradient_checkpointing=False,  # TRL turns it on; a small model on CPU wants speed
     )
     trainer = DPOTrainer(
         model=model,

@@ -42,18 +42,26 @@ def test_loss_mask_covers_only_assistant_tokens(tiny_model_dir):
         {"role": "assistant", "content": "Happy to help!"},
     ]
     feature = chat_tokenize(tokenizer, messages, system="Be brief.", max_length=512)
-    labelled = [t for t, label in zip(feature["input_ids"], feature["labels"], strict=True)
-                if label != IGNORE]
-    assert all(label in (IGNORE, t) for t, label in
-               zip(feature["input_ids"], feature["labels"], strict=True))
+    labelled = [
+        t
+        for t, label in zip(feature["input_ids"], feature["labels"], strict=True)
+        if label != IGNORE
+    ]
+    assert all(
+        label in (IGNORE, t)
+        for t, label in zip(feature["input_ids"], feature["labels"], strict=True)
+    )
     assert tokenizer.decode(labelled) == (
         "Shipping takes two days.<|im_end|>\nHappy to help!<|im_end|>\n"
     )
     assert chat_tokenize(tokenizer, messages, system="Be brief.", max_length=20) is None
 
-    batch = ChatCollator(tokenizer.pad_token_id)([feature, {**feature, "input_ids":
-                                                 feature["input_ids"][:5],
-                                                 "labels": feature["labels"][:5]}])
+    batch = ChatCollator(tokenizer.pad_token_id)(
+        [
+            feature,
+            {**feature, "input_ids": feature["input_ids"][:5], "labels": feature["labels"][:5]},
+        ]
+    )
     assert batch["input_ids"].shape == batch["labels"].shape
     assert (batch["labels"][1, 5:] == IGNORE).all()
     assert batch["attention_mask"][1].sum() == 5
@@ -81,8 +89,7 @@ def test_replay_mix_keeps_all_new_rows_and_a_share_of_old_ones():
         replay_mix(rows[:100], previous_keys=previous, replay_share=0.25, seed=1)
 
 
-def test_snapshot_files_report_and_feedback_sources(data_dir, seed_corpus, tiny_cfg,
-                                                    monkeypatch):
+def test_snapshot_files_report_and_feedback_sources(data_dir, seed_corpus, tiny_cfg, monkeypatch):
     from training.data import sources
 
     pair = {
@@ -91,8 +98,9 @@ def test_snapshot_files_report_and_feedback_sources(data_dir, seed_corpus, tiny_
         "chosen": [{"role": "assistant", "content": "Refunds take 5-7 days."}],
         "rejected": [{"role": "assistant", "content": "Your refund #123456 is done."}],
     }
-    monkeypatch.setattr(sources, "preference_pairs", lambda: [pair, {**pair, "chosen":
-                        pair["rejected"]}])
+    monkeypatch.setattr(
+        sources, "preference_pairs", lambda: [pair, {**pair, "chosen": pair["rejected"]}]
+    )
     snapshot = dataset_build(cfg=tiny_cfg, name="snap")
     report = snapshot.report
     assert report["rows_in"] == 36

@@ -143,3 +143,48 @@ def test_corrupt_or_missing_artifacts_are_refused(tiny_model_dir, snapshot, tiny
             parent_artifact=tmp_path / "nowhere",
         )
     assert not (tmp_path / "child").exists()
+
+
+def test_dpo_stage_follows_sft_when_there_are_enough_pairs(
+    tiny_model_dir, data_dir, seed_corpus, tiny_cfg, tmp_path, monkeypatch
+):
+    from training.data import sources
+
+    pairs = [
+        {
+            "conversation_id": f"fb-{i}",
+            "prompt": [{"role": "user", "content": question}],
+            "chosen": [{"role": "assistant", "content": "Happy to help: " + answer}],
+            "rejected": [{"role": "assistant", "content": "No idea, ask someone else."}],
+        }
+        for i, (question, answer) in enumerate(
+            [("Where is my parcel?", "it ships in two days."), ("Refund?", "five days.")] * 2
+        )
+    ]
+    monkeypatch.setattr(sources, "preference_pairs", lambda: pairs)
+    snapshot = dataset_build(cfg=tiny_cfg, name="with-pairs")
+    assert snapshot.preference_count == 4
+    tiny_cfg.max_steps = 4
+    tiny_cfg.dpo_min_pairs = 4
+    events = []
+    result = finetune(
+        tiny_cfg,
+        snapshot_id=snapshot.name,
+        base_path=tiny_model_dir,
+        output_dir=tmp_path / "dpo",
+        progress=events.append,
+    )
+    assert result.metrics["dpo"]["pairs"] == 4
+    assert result.metrics["dpo"]["steps"] >= 1
+    assert any(e.get("phase") == "dpo" for e in events)
+    assert any(e.get("phase") == "dpo" for e in result.loss_history)
+    model_load(tmp_path / "dpo", base_path=tiny_model_dir)
+
+    tiny_cfg.dpo_min_pairs = 5
+    skipped = finetune(
+        tiny_cfg,
+        snapshot_id=snapshot.name,
+        base_path=tiny_model_dir,
+        output_dir=tmp_path / "no-dpo",
+    )
+    assert "skipped" in skipped.metrics["dpo"]

@@ -5,8 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from chatbot.serving.loading import ModelLoadError
 from chatbot.serving.versions import base_model_path
-from training.data.snapshot import DatasetError, snapshot_get, snapshot_rows
-from training.evaluate import evaluate_artifact, reports_table
+from training.data.snapshot import DatasetError, snapshot_get
+from training.evaluate import evaluate_artifact, evaluation_cases, reports_table
 
 
 class Command(BaseCommand):
@@ -18,7 +18,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("artifacts", nargs="+", help="Artifact folders, or `base`.")
         parser.add_argument("--snapshot", default="", help="Snapshot name (default: newest).")
-        parser.add_argument("--limit", type=int, default=50, help="First N validation cases.")
+        parser.add_argument("--limit", type=int, default=50, help="Number of validation cases.")
+        parser.add_argument(
+            "--skip",
+            type=int,
+            default=0,
+            help="Skip the first N validation rows (those used for early stopping).",
+        )
         parser.add_argument("--max-new-tokens", type=int, default=64)
         parser.add_argument("--batch-size", type=int, default=8)
         parser.add_argument("--base", default="", help="Base model folder (default: configured).")
@@ -28,7 +34,7 @@ class Command(BaseCommand):
         base = options["base"] or str(base_model_path())
         try:
             snapshot = snapshot_get(options["snapshot"])
-            cases = snapshot_rows(snapshot, "validation")[: options["limit"]]
+            cases = evaluation_cases(snapshot.pk, limit=options["limit"], skip=options["skip"])
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
         reports = []
@@ -49,5 +55,8 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(data, indent=2))
         if options["json"]:
             Path(options["json"]).write_text(json.dumps(data, indent=2))
-        self.stdout.write(f"\nSnapshot {snapshot.name}, {len(cases)} validation cases\n")
+        self.stdout.write(
+            f"\nSnapshot {snapshot.name}: validation cases {options['skip']}.."
+            f"{options['skip'] + len(cases) - 1}\n"
+        )
         self.stdout.write(reports_table(reports))
