@@ -76,10 +76,8 @@ def run(mode: str) -> dict:
     import django
 
     django.setup()
-    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (
-        AutoModelForCausalLM,
         AutoTokenizer,
         Trainer,
         TrainerCallback,
@@ -90,7 +88,7 @@ def run(mode: str) -> dict:
     from chatbot.serving.versions import base_model_path
     from training.chat_format import ChatCollator
     from training.config import train_config
-    from training.train import bf16_usable, sft_trainer_build
+    from training.train import base_model_load, bf16_usable, sft_trainer_build
 
     base = str(base_model_path())
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -103,8 +101,7 @@ def run(mode: str) -> dict:
         max_length=MAX_LENGTH,
     )
     set_seed(cfg.seed)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    model.config.use_cache = False
+    model = base_model_load(base)
     model = get_peft_model(
         model,
         LoraConfig(

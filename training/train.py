@@ -122,19 +122,33 @@ def _progress_callback(progress: Progress | None, phase: str):
     return ProgressReport()
 
 
-def _model_build(cfg: TrainConfig, base_path: str, parent_artifact: str | Path | None):
+def base_model_load(base_path: str):
+    """The base model in float32 for training. A folder converted from GGUF keeps a stale
+    `quantization_config` although its weights are plain floats; Trainer refuses to train a
+    "quantized" model, so that entry is dropped."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from chatbot.serving.loading import ModelLoadError, artifact_check
 
     try:
         artifact_check(Path(base_path))
-        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+        config = AutoConfig.from_pretrained(base_path)
+        if getattr(config, "quantization_config", {}).get("quant_method") == "gguf":
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_pretrained(base_path, config=config, dtype=torch.float32)
     except (ModelLoadError, OSError, ValueError) as exc:
         raise TrainingError(f"Base model {base_path} is not loadable: {exc}") from exc
     model.config.use_cache = False
+    return model
+
+
+def _model_build(cfg: TrainConfig, base_path: str, parent_artifact: str | Path | None):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from chatbot.serving.loading import ModelLoadError, artifact_check
+
+    model = base_model_load(base_path)
     if parent_artifact:
         try:
             if artifact_check(Path(parent_artifact)) != "adapter":
