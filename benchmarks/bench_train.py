@@ -4,12 +4,12 @@ Both runs train the same LoRA adapter on the real base model over the same fixed
 first 500 rows of the dev corpus, cleaned and tokenized the same way, loss on assistant tokens
 only). "plain" is transformers.Trainer with a random sampler, batches padded to their longest
 sequence, fp32. "ours" is `training.train.sft_trainer_build`: length-bucketed batches, and bf16
-autocast if TrainConfig.bf16 is on (TRAINING_BF16=1) and the CPU has bf16 instructions. Both
-use the same collator, so the difference is what the pipeline adds. Steps are capped
-(BENCH_STEPS, default 12) to
-keep the run a few minutes; the first BENCH_SKIP (2) steps are warm-up and not timed. Time per
-epoch is estimated as the slice's useful tokens / measured useful tokens per second. Each run
-is a subprocess so peak memory (max RSS) is its own.
+autocast when TrainConfig.bf16 is on (the default; TRAINING_BF16=0 turns it off) and the CPU
+has bf16 instructions. Both use the same collator, so the difference is what the pipeline adds.
+Steps are capped (BENCH_STEPS, default 12) to keep the run a few minutes; the first
+BENCH_SKIP (2) steps are warm-up and not timed. Time per epoch is estimated as the slice's
+useful tokens / measured useful tokens per second. Each run is a subprocess so peak memory
+(max RSS) is its own.
 
     make bench-train          # or: python benchmarks/bench_train.py
 """

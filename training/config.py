@@ -29,7 +29,7 @@ class TrainConfig:
     lr_scheduler: str = field(default="cosine", metadata=_help("transformers scheduler name."))
     max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm."))
     bf16: bool = field(
-        default=False, metadata=_help("bf16 autocast where the CPU/GPU has bf16 instructions.")
+        default=True, metadata=_help("bf16 autocast where the CPU/GPU has bf16 instructions.")
     )
     # LoRA
     lora_r: int = field(default=16, metadata=_help("LoRA rank."))
