@@ -205,3 +205,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
+
+# --- Agent console and feedback (feedback/) -----------------------------------------------
+# Conversations untouched for this many days are deleted by the daily purge (0 = keep all).
+FEEDBACK_RETENTION_DAYS = env_int("FEEDBACK_RETENTION_DAYS", 365)
+CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
+CELERY_BEAT_SCHEDULE["feedback-conversations-purge"] = {
+    "task": "feedback.conversations_purge",
+    "schedule": 24 * 60 * 60,
+}
