@@ -54,7 +54,6 @@ class QueueQuery:
 def conversation_queue(*, query: QueueQuery, agent, limit: int = 100) -> QuerySet:
     """Conversations for the console list, most recently active first."""
     last = Message.objects.filter(conversation=OuterRef("pk")).order_by("-created_at", "-id")
-    bot_messages = Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.BOT)
     queryset = (
         Conversation.objects.select_related("review", "review__assigned_to", "review__handled_by")
         .annotate(
@@ -67,7 +66,7 @@ def conversation_queue(*, query: QueueQuery, agent, limit: int = 100) -> QuerySe
                     message__conversation=OuterRef("pk"), value=MessageRating.Value.BAD
                 )
             ),
-            has_correction=Exists(Correction.objects.filter(message__in=bot_messages.values("pk"))),
+            has_correction=Exists(Correction.objects.filter(message__conversation=OuterRef("pk"))),
         )
         .order_by("-updated_at")
     )

@@ -121,13 +121,13 @@ def _respond(request: HttpRequest, conversation_id, *, ok: bool, detail: str) ->
     return redirect("feedback:conversation", conversation_id=conversation_id)
 
 
-def _run(request, entry, conversation_id, **ids) -> HttpResponse:
+def _run(request, entry, back_to, **ids) -> HttpResponse:
     service, fields, done = entry
     try:
         service(agent=request.user, **ids, **fields(request.POST))
     except services.ConsoleActionError as exc:
-        return _respond(request, conversation_id, ok=False, detail=exc.detail)
-    return _respond(request, conversation_id, ok=True, detail=done)
+        return _respond(request, back_to, ok=False, detail=exc.detail)
+    return _respond(request, back_to, ok=True, detail=done)
 
 
 @require_POST
