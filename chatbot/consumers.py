@@ -37,9 +37,12 @@ def _log_customer_message(session_key, conversation, text):
     if conversation is None:
         conversation = services.conversation_start(session_key=session_key)
     message = services.customer_message_log(conversation=conversation, text=text)
-    feedback_services.handoff_check(message=message)
+    handed_off = feedback_services.handoff_check(message=message)
     answer = services.bot_should_answer(conversation_id=conversation.id)
-    return conversation, message, answer
+    status = (
+        feedback_services.status_frame_for(conversation_id=conversation.id) if handed_off else None
+    )
+    return conversation, message, answer, status
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -109,9 +112,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.conversation and services.reply_in_progress(self.conversation.id):
             await self.error("busy", "Please wait until the current reply has finished.")
             return
-        conversation, _message, answer = await database_sync_to_async(_log_customer_message)(
-            self.session_key, self.conversation, text
-        )
+        conversation, _message, answer, status = await database_sync_to_async(
+            _log_customer_message
+        )(self.session_key, self.conversation, text)
         if self.conversation is None:
             await self.join(conversation)
             await self.send_json(
@@ -124,6 +127,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     **await database_sync_to_async(selectors.message_frame_data)(_message),
                 }
             )
+            if status:  # the customer asked for a human in their first message
+                await self.send_json(status)
         if answer:
             services.bot_reply_start(conversation_id=conversation.id)
 

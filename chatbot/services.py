@@ -196,13 +196,4 @@ async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
         frame = {"type": "token", "message_id": str(reply.message_id), "text": piece}
         await frame_publish(group, frame)
     reply.generation_ms = round((time.perf_counter() - start) * 1000)
-    message = await database_sync_to_async(bot_message_store)(reply=reply, target=target)
-    if reply.text.endswith(EMPTY_REPLY_FALLBACK):
-        # The bot had nothing to say: bring in a human. (Imported here: feedback builds on
-        # this module.)
-        from feedback.services import bot_unsure_handoff
-
-        await database_sync_to_async(bot_unsure_handoff)(
-            conversation_id=conversation_id, detail="the model gave no answer"
-        )
-    return message
+    return await database_sync_to_async(bot_message_store)(reply=reply, target=target)

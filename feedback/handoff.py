@@ -23,8 +23,20 @@ FLAGGED_WORDS = re.compile(
 )
 
 
-def handoff_reason_for(text: str) -> tuple[str, str] | None:
-    """(reason, detail) if this customer text should bring in a human, else None."""
+# A yes to the bot's own offer of a human (chatbot.services.EMPTY_REPLY_FALLBACK).
+ACCEPTS_OFFER = re.compile(
+    r"^\W*(yes|yeah|yep|yup|sure|please|ok|okay|y|connect me|i would|i'd like that)\b",
+    re.IGNORECASE,
+)
+
+
+def handoff_reason_for(text: str, *, human_offered: bool = False) -> tuple[str, str] | None:
+    """(reason, detail) if this customer text should bring in a human, else None.
+
+    `human_offered`: the bot's previous reply admitted it had no answer and offered a human.
+    """
+    if human_offered and ACCEPTS_OFFER.search(text):
+        return Reason.BOT_UNSURE, "the bot had no answer and the customer accepted a human"
     for pattern in ASKS_FOR_HUMAN:
         if match := pattern.search(text):
             return Reason.CUSTOMER_ASKED, f"asked in words: “{match.group(0)[:60]}”"

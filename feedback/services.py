@@ -11,12 +11,18 @@ from uuid import UUID
 
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish_on_commit
 from chatbot.models import Conversation, Message
-from chatbot.services import ChatInputError, message_publish_on_commit, message_text_clean
+from chatbot.services import (
+    EMPTY_REPLY_FALLBACK,
+    ChatInputError,
+    message_publish_on_commit,
+    message_text_clean,
+)
 from feedback.agents import agent_display_name, is_agent
 from feedback.handoff import handoff_reason_for
 from feedback.models import (
@@ -77,7 +83,7 @@ def _locked(conversation_id) -> tuple[Conversation, ConversationReview]:
     """The conversation row locked for this transaction, with its review row."""
     try:
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
-    except (Conversation.DoesNotExist, ValueError) as exc:
+    except (Conversation.DoesNotExist, ValueError, ValidationError) as exc:
         raise ConsoleActionError("not_found", "No such conversation.") from exc
     review, _ = ConversationReview.objects.get_or_create(conversation=conversation)
     return conversation, review
@@ -86,7 +92,7 @@ def _locked(conversation_id) -> tuple[Conversation, ConversationReview]:
 def _bot_message(message_id) -> Message:
     try:
         return Message.objects.get(pk=message_id, role=Message.Role.BOT)
-    except (Message.DoesNotExist, ValueError) as exc:
+    except (Message.DoesNotExist, ValueError, ValidationError) as exc:
         raise ConsoleActionError("not_found", "No such bot reply.") from exc
 
 
@@ -106,6 +112,13 @@ def status_frame(conversation: Conversation, review: ConversationReview) -> dict
         "handoff_reason": review.handoff_reason or None,
         "notice": notice,
     }
+
+
+def status_frame_for(*, conversation_id) -> dict:
+    review, _ = ConversationReview.objects.select_related(
+        "conversation", "handled_by"
+    ).get_or_create(conversation_id=conversation_id)
+    return status_frame(review.conversation, review)
 
 
 def _status_publish(conversation: Conversation, review: ConversationReview) -> None:
@@ -147,15 +160,22 @@ def human_request(*, conversation_id, reason: str, detail: str = "") -> bool:
 
 def handoff_check(*, message: Message) -> bool:
     """Apply the words rule to a stored customer message; True if a human was requested."""
-    found = handoff_reason_for(message.text)
+    previous = (
+        Message.objects.filter(
+            conversation_id=message.conversation_id,
+            role=Message.Role.BOT,
+            created_at__lte=message.created_at,
+        )
+        .order_by("-created_at")
+        .values_list("text", flat=True)
+        .first()
+    )
+    offered = bool(previous) and previous.endswith(EMPTY_REPLY_FALLBACK)
+    found = handoff_reason_for(message.text, human_offered=offered)
     if found is None:
         return False
     reason, detail = found
     return human_request(conversation_id=message.conversation_id, reason=reason, detail=detail)
-
-
-def bot_unsure_handoff(*, conversation_id, detail: str) -> bool:
-    return human_request(conversation_id=conversation_id, reason=Reason.BOT_UNSURE, detail=detail)
 
 
 # --- live handling by agents ---------------------------------------------------------------
@@ -428,7 +448,7 @@ def customer_message_rate(*, conversation_id, message_id, value: str) -> Message
         message = Message.objects.get(
             pk=message_id, conversation_id=conversation_id, role=Message.Role.BOT
         )
-    except (Message.DoesNotExist, ValueError, TypeError) as exc:
+    except (Message.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
         raise ConsoleActionError("message_not_found", "No such reply in this chat.") from exc
     rating, _ = MessageRating.objects.update_or_create(
         message=message,

@@ -6,7 +6,6 @@ import pytest
 from django.core.management import call_command
 
 from chatbot.models import Message
-
 from feedback import services
 from feedback.exports import preference_pairs, sft_examples
 
@@ -53,9 +52,7 @@ def test_a_correction_replaces_the_bot_reply_in_sft_and_makes_a_dpo_pair(agent, 
     }
 
 
-def test_an_uncorrected_reply_goes_into_sft_only_if_rated_good_or_unrated(
-    agent, make_conversation
-):
+def test_an_uncorrected_reply_goes_into_sft_only_if_rated_good_or_unrated(agent, make_conversation):
     _, (_, good) = make_conversation([("customer", "q1"), ("bot", "good answer")], session_key="a")
     make_conversation([("customer", "q2"), ("bot", "plain answer")], session_key="b")
     _, (_, bad) = make_conversation([("customer", "q3"), ("bot", "bad answer")], session_key="c")

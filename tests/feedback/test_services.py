@@ -200,7 +200,9 @@ def test_customer_data_delete_removes_everything_about_that_customer(agent, make
     store["customer"] = True
     store.create()
     key = store.session_key
-    mine, (_, bot) = make_conversation([("customer", "my email is a@b.c"), ("bot", "ok")], session_key=key)
+    mine, (_, bot) = make_conversation(
+        [("customer", "my email is a@b.c"), ("bot", "ok")], session_key=key
+    )
     make_conversation([("customer", "hi")], session_key=key)
     other, _ = make_conversation([("customer", "someone else")], session_key="other")
     services.correction_submit(message_id=bot.id, agent=agent, text="Thanks!")
@@ -271,3 +273,19 @@ def test_agent_message_text_rules(agent, make_conversation):
         services.agent_message_send(conversation_id=conversation.id, agent=agent, text="   ")
     assert empty.value.code == "empty_message"
     assert Message.objects.filter(role="agent").count() == 0
+
+
+def test_yes_to_the_bots_offer_of_a_human_hands_off_as_bot_unsure(make_conversation):
+    from chatbot.services import EMPTY_REPLY_FALLBACK
+
+    conversation, (_, _, yes) = make_conversation(
+        [("customer", "blorp?"), ("bot", EMPTY_REPLY_FALLBACK), ("customer", "Yes please")]
+    )
+    assert services.handoff_check(message=yes)
+    review = ConversationReview.objects.get(conversation=conversation)
+    assert review.handoff_reason == "bot_unsure"
+    # Without the offer, "yes" is just a word.
+    _, (_, _, plain_yes) = make_conversation(
+        [("customer", "q"), ("bot", "Shall I check?"), ("customer", "yes")], session_key="x"
+    )
+    assert not services.handoff_check(message=plain_yes)
