@@ -98,10 +98,7 @@ async def test_takeover_agent_messages_reach_the_customer_and_the_bot_stays_quie
     await console.send_json_to({"type": "take_over", "conversation_id": conversation_id})
     await until(console, lambda f: f["type"] == "done" and f["action"] == "take_over")
 
-    # (The tiny model may have said nothing, which hands off as "bot unsure" first.)
-    status = (await until(customer, lambda f: f["type"] == "status" and f["status"] != "waiting"))[
-        -1
-    ]
+    status = (await frames_until(customer, "status"))[-1]
     assert status["status"] == "agent" and status["agent_name"] == "Alice"
     assert "Alice" in status["notice"]
 
