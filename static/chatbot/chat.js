@@ -63,7 +63,7 @@
     if (el.querySelector(".thumbs")) return;
     const box = document.createElement("span");
     box.className = "thumbs";
-    for (const [value, label, title] of [["up", "👍", "Helpful"], ["down", "👎", "Not helpful"]]) {
+    for (const [value, label, title] of [["up", "Helpful", "This answer helped"], ["down", "Not helpful", "This answer did not help"]]) {
       const button = document.createElement("button");
       button.type = "button";
       button.dataset.value = value;

@@ -3,6 +3,7 @@
 import pytest
 
 from chatbot.models import Conversation, Message
+from feedback.models import ConversationReview, MessageRating
 from tests.feedback.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -26,6 +27,12 @@ def test_agent_takes_over_and_the_customer_sees_the_reply_live(app_server, brows
     customer.fill("#message-input", "Where is my parcel?")
     customer.press("#message-input", "Enter")
     customer.locator(".message-bot:not(.streaming)").last.wait_for(timeout=30000)
+    customer.click(".message-bot .thumbs button[data-value=down]")
+    customer.locator(".message-bot .thumbs button.chosen").wait_for()
+    customer.click("#rate-bar .star[data-score='4']")
+    customer.wait_for_selector("#rate-label:has-text('Thanks')")
+    assert MessageRating.objects.get().value == "bad"
+    assert ConversationReview.objects.get().customer_rating == 4
 
     # The new conversation appears in the agent's list without a reload.
     conversation = Conversation.objects.get()
