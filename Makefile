@@ -28,6 +28,7 @@ prepare: install
 	$(PYTHON) manage.py migrate --noinput
 	$(PYTHON) manage.py prepare_model
 	$(PYTHON) manage.py load_demo
+	$(PYTHON) manage.py setup_schedule
 
 run: prepare
 	PATH="$(CURDIR)/$(BIN):$$PATH" SERVING_WARMUP=1 HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho -f deploy/Procfile -d . start

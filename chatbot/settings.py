@@ -206,6 +206,14 @@ LOGGING = {
     "loggers": {"django": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
 
+# --- Retraining and promotion (training/) --------------------------------------------------
+TRAINING_MIN_NEW_FEEDBACK = env_int("TRAINING_MIN_NEW_FEEDBACK", 20)
+TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 600)
+TRAINING_GATE_PRIMARY_METRIC = env("TRAINING_GATE_PRIMARY_METRIC", "semantic_similarity")
+TRAINING_GATE_MIN_IMPROVEMENT = env_float("TRAINING_GATE_MIN_IMPROVEMENT", 0.005)
+TRAINING_GATE_MAX_QUALITY_DROP = env_float("TRAINING_GATE_MAX_QUALITY_DROP", 0.02)
+TRAINING_GATE_SAFETY_TOLERANCE = env_float("TRAINING_GATE_SAFETY_TOLERANCE", 0.0)
+
 # --- Agent console and feedback (feedback/) -----------------------------------------------
 # Conversations untouched for this many days are deleted by the daily purge (0 = keep all).
 FEEDBACK_RETENTION_DAYS = env_int("FEEDBACK_RETENTION_DAYS", 365)

@@ -6,5 +6,6 @@ from chatbot import views
 urlpatterns = [
     path("", views.chat_page, name="chat"),
     path("admin/", admin.site.urls),
+    path("dashboard/", include("training.urls")),
     path("agent/", include("feedback.urls")),
 ]
