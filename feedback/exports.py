@@ -17,13 +17,14 @@ Rules:
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import IO
 
 from django.db.models import Prefetch
 
 from chatbot.models import Conversation, Message
 from chatbot.prompting import ROLE_FOR_MODEL
-from feedback.models import Correction, RegressionCase
+from feedback.models import Correction, Flag, MessageRating, RegressionCase
 
 
 def _turns_add(turns: list[dict], role: str, text: str) -> None:
@@ -131,6 +132,15 @@ def regression_cases() -> list[dict]:
         {"id": case.id, "prompt": case.prompt, "expected": case.expected}
         for case in RegressionCase.objects.filter(is_active=True).order_by("id")
     ]
+
+
+def feedback_count_since(since: datetime | None) -> int:
+    """New feedback items (corrections, ratings, flags, regression cases) since a moment;
+    all of them when `since` is None. Retraining is due when enough have arrived."""
+    models = (Correction, MessageRating, Flag, RegressionCase)
+    if since is None:
+        return sum(model.objects.count() for model in models)
+    return sum(model.objects.filter(created_at__gt=since).count() for model in models)
 
 
 EXPORTS = {"sft": sft_examples, "dpo": preference_pairs, "regression": regression_cases}

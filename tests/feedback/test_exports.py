@@ -114,3 +114,17 @@ def test_export_command_writes_jsonl(agent, make_conversation, tmp_path, capsys)
     assert pair["chosen"][0]["content"] == "Hello! How can I help?"
     assert pair["rejected"][0]["content"] == "yo"
     assert pair["prompt"] == [user("<b>hi</b>")]
+
+
+def test_feedback_count_since_counts_new_items(agent, make_conversation):
+    from django.utils import timezone
+
+    from feedback.exports import feedback_count_since
+
+    _, (_, bot) = make_conversation([("customer", "q"), ("bot", "a")])
+    services.correction_submit(message_id=bot.id, agent=agent, text="b")
+    moment = timezone.now()
+    services.message_rate(message_id=bot.id, agent=agent, value="bad")
+    services.message_flag(message_id=bot.id, agent=agent, reason="other")
+    assert feedback_count_since(moment) == 2
+    assert feedback_count_since(None) == 3
