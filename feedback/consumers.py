@@ -113,6 +113,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def frame_send(self, event):
         await self.send_json(event["frame"])
+        if event["frame"]["type"] == "status":
+            count = await database_sync_to_async(selectors.waiting_count)()
+            await self.send_json({"type": "waiting", "count": count})
 
     async def send_json(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame))

@@ -3,6 +3,8 @@
 (function () {
   "use strict";
   const STATUS_LABEL = { bot: "Bot answering", waiting: "Waiting for a human", agent: "With an agent", closed: "Closed" };
+  const REASON_LABEL = { customer_asked: "Customer asked for a human", bot_unsure: "Bot unsure", flagged_words: "Flagged words", agent: "Agent took over" };
+  const TIME = { hour: "2-digit", minute: "2-digit", hour12: false };
   const ROLE_LABEL = { customer: "Customer", bot: "Bot", agent: "Agent", system: "System" };
   const liveEl = document.getElementById("live-status");
   const toasts = document.getElementById("toasts");
@@ -15,7 +17,6 @@
   let retry = 0;
   let myName = null;
   const lastStatus = {};
-  let waiting = Number(waitingBadge ? waitingBadge.dataset.count : 0);
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -31,11 +32,9 @@
   }
 
   function setWaiting(count) {
-    waiting = Math.max(0, count);
-    if (!waitingBadge) return;
-    waitingCount.textContent = String(waiting);
-    waitingBadge.hidden = waiting === 0;
-    document.title = (waiting ? `(${waiting}) ` : "") + document.title.replace(/^\(\d+\) /, "");
+    waitingCount.textContent = String(count);
+    waitingBadge.hidden = count === 0;
+    document.title = (count ? `(${count}) ` : "") + document.title.replace(/^\(\d+\) /, "");
   }
 
   function statusBadge(status) {
@@ -68,16 +67,13 @@
   }
 
   function rowStatus(row, status) {
-    const cell = row.cells[0];
-    const before = cell.querySelector(".status");
-    cell.replaceChildren(statusBadge(status));
+    row.cells[0].replaceChildren(statusBadge(status));
     row.className = row.className.replace(/status-row-\w+/, "") + ` status-row-${status}`;
-    return before ? before.dataset.status : null;
   }
 
   function rowTouch(row) {
     const when = row.cells[4];
-    when.textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    when.textContent = new Date().toLocaleTimeString([], TIME);
     row.classList.remove("flash");
     void row.offsetWidth;
     row.classList.add("flash");
@@ -98,7 +94,7 @@
       li.id = `m-${id}`;
       li.dataset.messageId = id;
       const head = el("div", "amsg-head");
-      head.append(el("span", "author", ROLE_LABEL[role] || role), " ", el("time", "", new Date().toLocaleTimeString()));
+      head.append(el("span", "author", ROLE_LABEL[role] || role), " ", el("time", "", new Date().toLocaleTimeString([], { ...TIME, second: "2-digit" })));
       if (role === "bot") {
         const review = el("a", "muted review-link", "review");
         review.href = `#m-${id}`;
@@ -183,20 +179,20 @@
         if (lastStatus[frame.conversation_id] === key) break;
         lastStatus[frame.conversation_id] = key;
         const row = queueRow(frame.conversation_id);
-        const before = row ? rowStatus(row, frame.status) : null;
         if (row) {
-          row.querySelector(".who").textContent = frame.status === "agent" && frame.agent_name ? `with ${frame.agent_name}` : "";
+          rowStatus(row, frame.status);
+          const who = frame.status === "agent" && frame.agent_name ? `with ${frame.agent_name}` : "";
+          const why = frame.status === "waiting" ? REASON_LABEL[frame.handoff_reason] || "" : "";
+          row.querySelector(".who").textContent = [why, who].filter(Boolean).join(" · ");
           rowTouch(row);
         }
-        if (frame.status === "waiting" && before !== "waiting") {
-          setWaiting(waiting + 1);
-          toast("A customer is waiting for a human.", "warning");
-        } else if (before === "waiting" && frame.status !== "waiting") {
-          setWaiting(waiting - 1);
-        }
+        if (frame.status === "waiting") toast("A customer is waiting for a human.", "warning");
         if (mine) applyStatus(frame.status, frame.agent_name);
         break;
       }
+      case "waiting":
+        setWaiting(frame.count);
+        break;
       case "review":
         if (mine && frame.agent_name !== myName) toast(`${frame.agent_name || "The customer"} updated this conversation (${frame.kind}); reload to see it.`);
         break;

@@ -163,6 +163,7 @@ async def test_customer_asks_for_a_human_and_agents_are_told(
     assert status["status"] == "waiting" and status["handoff_reason"] == "customer_asked"
     told = (await until(console, lambda f: f["type"] == "status"))[-1]
     assert told["status"] == "waiting" and told["conversation_id"] == status["conversation_id"]
+    assert await console.receive_json_from(timeout=5) == {"type": "waiting", "count": 1}
 
     # Asking in words: the message is stored, the bot does not answer.
     other = await chat_socket(await database_sync_to_async(_new_session)())
