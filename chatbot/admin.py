@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from chatbot.models import Conversation, Message
+from feedback.admin import customer_data_delete_action
 
 
 class MessageInline(admin.TabularInline):
@@ -26,6 +27,7 @@ class ConversationAdmin(admin.ModelAdmin):
     search_fields = ("id", "messages__text")
     readonly_fields = ("id", "session_key", "created_at", "updated_at")
     inlines = [MessageInline]
+    actions = [customer_data_delete_action]
 
     @admin.display(description="messages")
     def message_count(self, obj):

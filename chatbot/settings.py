@@ -213,3 +213,12 @@ TRAINING_GATE_PRIMARY_METRIC = env("TRAINING_GATE_PRIMARY_METRIC", "semantic_sim
 TRAINING_GATE_MIN_IMPROVEMENT = env_float("TRAINING_GATE_MIN_IMPROVEMENT", 0.005)
 TRAINING_GATE_MAX_QUALITY_DROP = env_float("TRAINING_GATE_MAX_QUALITY_DROP", 0.02)
 TRAINING_GATE_SAFETY_TOLERANCE = env_float("TRAINING_GATE_SAFETY_TOLERANCE", 0.0)
+
+# --- Agent console and feedback (feedback/) -----------------------------------------------
+# Conversations untouched for this many days are deleted by the daily purge (0 = keep all).
+FEEDBACK_RETENTION_DAYS = env_int("FEEDBACK_RETENTION_DAYS", 365)
+CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
+CELERY_BEAT_SCHEDULE["feedback-conversations-purge"] = {
+    "task": "feedback.conversations_purge",
+    "schedule": 24 * 60 * 60,
+}

@@ -7,4 +7,5 @@ urlpatterns = [
     path("", views.chat_page, name="chat"),
     path("admin/", admin.site.urls),
     path("dashboard/", include("training.urls")),
+    path("agent/", include("feedback.urls")),
 ]
