@@ -74,7 +74,6 @@ async def chat_socket():
     for communicator in opened:
         await communicator.disconnect()
     await _reply_tasks_settle()
-    await channel_layer_reset()
 
 
 async def _reply_tasks_settle(timeout: float = 30) -> None:
@@ -86,18 +85,6 @@ async def _reply_tasks_settle(timeout: float = 30) -> None:
     pending = [t for t in services._reply_tasks if not t.done()]
     if pending:
         await asyncio.wait(pending, timeout=timeout)
-
-
-async def channel_layer_reset() -> None:
-    """Drop this test's Redis connections: each test has its own event loop, and a
-    connection pool must not outlive the loop it was made on."""
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    if hasattr(layer, "flush"):
-        await layer.flush()
-    if hasattr(layer, "close_pools"):
-        await layer.close_pools()
 
 
 async def frames_until(communicator, frame_type: str, *, timeout: float = 30) -> list[dict]:
@@ -297,3 +284,21 @@ def _close_stray_db_sessions(django_db_setup, django_db_blocker):
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """Each test gets a new channel-layer instance (its Redis pools and locks belong to one
+    event loop, and every async test has its own) over an empty Redis database."""
+    from channels.layers import channel_layers
+    from django.conf import settings
+
+    channel_layers.backends.clear()
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        client.flushdb()
+        client.close()
+    yield
+    channel_layers.backends.clear()
