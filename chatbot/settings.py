@@ -210,7 +210,7 @@ LOGGING = {
 KNOWLEDGE_INDEX_PATH = Path(env("KNOWLEDGE_INDEX_PATH", str(DATA_DIR / "knowledge" / "index.npz")))
 # Passages put into the prompt, and the cosine similarity a passage needs to count.
 KNOWLEDGE_TOP_K = env_int("KNOWLEDGE_TOP_K", 3)
-KNOWLEDGE_MIN_SCORE = env_float("KNOWLEDGE_MIN_SCORE", 0.35)
+KNOWLEDGE_MIN_SCORE = env_float("KNOWLEDGE_MIN_SCORE", 0.25)
 # Exact (flat) search below this many passages, an IVF index from there on.
 KNOWLEDGE_FLAT_MAX = env_int("KNOWLEDGE_FLAT_MAX", 20000)
 KNOWLEDGE_IVF_NPROBE = env_int("KNOWLEDGE_IVF_NPROBE", 16)

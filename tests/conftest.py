@@ -190,3 +190,11 @@ def browser(monkeypatch):
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# --- Knowledge base (retrieval) ----------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def knowledge_index_path(settings, tmp_path) -> Path:
+    """Each test gets its own faiss index file (never the one under var/)."""
+    settings.KNOWLEDGE_INDEX_PATH = tmp_path / "knowledge" / "index.npz"
+    return settings.KNOWLEDGE_INDEX_PATH
