@@ -334,3 +334,25 @@ def kb_import_dir(*, folder: Path, keep_existing: bool = False) -> list[tuple[Ar
             )
         )
     return results
+
+
+def knowledge_warmup() -> None:
+    """At server start: load the embedding model and check the index against the
+    database (rebuilding a missing, corrupt or stale one) before the first customer."""
+    from django.db import close_old_connections
+
+    from chatbot.knowledge.embedding import texts_embed
+    from chatbot.knowledge.selectors import loaded_index
+
+    try:
+        texts_embed(["warm-up"])
+        current = loaded_index()
+        log.info("Knowledge index ready: %s, %d passages", current.kind, len(current))
+    except Exception:  # noqa: BLE001 - the server still starts; replies go without retrieval
+        log.exception("Knowledge warm-up failed")
+    finally:
+        close_old_connections()
+
+
+def knowledge_warmup_in_background() -> None:
+    threading.Thread(target=knowledge_warmup, name="knowledge-warmup", daemon=True).start()
