@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from chatbot.knowledge.chunking import article_chunks, passage_embedding_text
@@ -99,7 +100,7 @@ def article_upsert(
 
 @transaction.atomic
 def article_publish_set(*, article: Article, published: bool) -> Article:
-    Article.objects.filter(pk=article.pk).update(published=published)
+    Article.objects.filter(pk=article.pk).update(published=published, updated_at=timezone.now())
     article.published = published
     article_index_enqueue(article.pk)
     return article
