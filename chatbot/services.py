@@ -7,7 +7,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
@@ -160,18 +159,20 @@ def bot_reply_start(*, conversation_id: uuid.UUID) -> asyncio.Task:
 
 async def knowledge_retrieve(*, history: list[tuple[str, str]]) -> list | None:
     """Knowledge-base passages for the last customer message; None when retrieval is off
-    or failed (the reply then goes ahead without it). Never runs on the event loop: the
-    embedding runs in a worker thread, the index and database lookups on the ORM thread."""
-    from chatbot.knowledge.embedding import texts_embed
-    from chatbot.knowledge.selectors import passages_for_vector
+    or failed (the reply then goes ahead without it).
+
+    Runs in a pool thread with its own database connection, not on the event loop nor on
+    the shared ORM thread: embedding the question, or rebuilding a missing index, delays
+    only this reply.
+    """
+    from chatbot.knowledge.selectors import passages_search
 
     question = next((text for role, text in reversed(history) if role == "customer"), None)
     if not settings.KNOWLEDGE_RETRIEVAL or not question:
         return None
     try:
-        vector = await sync_to_async(texts_embed, thread_sensitive=False)([question])
-        return await database_sync_to_async(passages_for_vector)(
-            vector, k=settings.KNOWLEDGE_TOP_K, min_score=settings.KNOWLEDGE_MIN_SCORE
+        return await database_sync_to_async(passages_search, thread_sensitive=False)(
+            query=question
         )
     except Exception:  # noqa: BLE001 - a broken index must not stop the chat
         log.exception("Knowledge retrieval failed; answering without it")

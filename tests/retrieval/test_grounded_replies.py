@@ -72,7 +72,7 @@ async def test_a_broken_index_does_not_stop_the_chat(
     def broken(*args, **kwargs):
         raise RuntimeError("index exploded")
 
-    monkeypatch.setattr("chatbot.knowledge.selectors.passages_for_vector", broken)
+    monkeypatch.setattr("chatbot.knowledge.selectors.passages_search", broken)
     ws = await chat_socket(customer_session)
     await ws.receive_json_from(timeout=10)
     await ws.send_json_to({"type": "customer_message", "text": "When do I get my money back?"})
