@@ -171,9 +171,7 @@ async def knowledge_retrieve(*, history: list[tuple[str, str]]) -> list | None:
     if not settings.KNOWLEDGE_RETRIEVAL or not question:
         return None
     try:
-        return await database_sync_to_async(passages_search, thread_sensitive=False)(
-            query=question
-        )
+        return await database_sync_to_async(passages_search, thread_sensitive=False)(query=question)
     except Exception:  # noqa: BLE001 - a broken index must not stop the chat
         log.exception("Knowledge retrieval failed; answering without it")
         return None

@@ -224,3 +224,15 @@ def test_index_layout_follows_size_and_updates_in_place(settings):
     _, found = index_search(ivf, vectors[:2], 1)
     assert found[0, 0] == 9999 and 100 not in found[:, 0] and 101 not in found[:, 0]
     assert len(ivf) == 3996
+
+
+@pytest.mark.django_db(transaction=True)
+def test_server_warmup_rebuilds_a_missing_index(demo_kb):
+    import threading
+
+    services.index_path().unlink()
+    selectors.index_cache_clear()
+    warmup = threading.Thread(target=services.knowledge_warmup)  # as at server start
+    warmup.start()
+    warmup.join(timeout=60)
+    assert index_ids() == set(Passage.objects.values_list("pk", flat=True))
