@@ -28,6 +28,7 @@ prepare: install
 	$(PYTHON) manage.py migrate --noinput
 	$(PYTHON) manage.py prepare_model
 	$(PYTHON) manage.py load_demo
+	$(PYTHON) manage.py setup_schedule
 	$(PYTHON) manage.py import_kb chatbot/demo/knowledge --keep-existing
 
 run: prepare

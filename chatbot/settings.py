@@ -206,6 +206,14 @@ LOGGING = {
     "loggers": {"django": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
 
+# --- Retraining and promotion (training/) --------------------------------------------------
+TRAINING_MIN_NEW_FEEDBACK = env_int("TRAINING_MIN_NEW_FEEDBACK", 20)
+TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 600)
+TRAINING_GATE_PRIMARY_METRIC = env("TRAINING_GATE_PRIMARY_METRIC", "semantic_similarity")
+TRAINING_GATE_MIN_IMPROVEMENT = env_float("TRAINING_GATE_MIN_IMPROVEMENT", 0.005)
+TRAINING_GATE_MAX_QUALITY_DROP = env_float("TRAINING_GATE_MAX_QUALITY_DROP", 0.02)
+TRAINING_GATE_SAFETY_TOLERANCE = env_float("TRAINING_GATE_SAFETY_TOLERANCE", 0.0)
+
 # --- Knowledge base and retrieval (chatbot/knowledge) --------------------------------------
 KNOWLEDGE_INDEX_PATH = Path(env("KNOWLEDGE_INDEX_PATH", str(DATA_DIR / "knowledge" / "index.npz")))
 # Passages put into the prompt, and the cosine similarity a passage needs to count.
