@@ -229,3 +229,20 @@ LIVE_MONITOR_ALPHA = env_float("LIVE_MONITOR_ALPHA", 0.01)
 LIVE_MONITOR_WINDOW_DAYS = env_int("LIVE_MONITOR_WINDOW_DAYS", 14)
 ADMINS = [("Admin", email) for email in env_list("DJANGO_ADMINS")]
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# --- Knowledge base and retrieval (chatbot/knowledge) --------------------------------------
+KNOWLEDGE_INDEX_PATH = Path(env("KNOWLEDGE_INDEX_PATH", str(DATA_DIR / "knowledge" / "index.npz")))
+# Passages put into the prompt, and the cosine similarity a passage needs to count.
+KNOWLEDGE_TOP_K = env_int("KNOWLEDGE_TOP_K", 3)
+KNOWLEDGE_MIN_SCORE = env_float("KNOWLEDGE_MIN_SCORE", 0.25)
+# Exact (flat) search below this many passages, an IVF index from there on.
+KNOWLEDGE_FLAT_MAX = env_int("KNOWLEDGE_FLAT_MAX", 20000)
+KNOWLEDGE_IVF_NPROBE = env_int("KNOWLEDGE_IVF_NPROBE", 16)
+KNOWLEDGE_RETRIEVAL = env_bool("KNOWLEDGE_RETRIEVAL", True)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "knowledge-index-sync": {
+        "task": "chatbot.tasks.knowledge_index_sync",
+        "schedule": env_float("KNOWLEDGE_SYNC_SECONDS", 600.0),
+    },
+}
+LOGGING["loggers"]["faiss.loader"] = {"level": "WARNING"}

@@ -302,3 +302,11 @@ def _fresh_channel_layer():
         client.close()
     yield
     channel_layers.backends.clear()
+
+
+# --- Knowledge base (retrieval) ----------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def knowledge_index_path(settings, tmp_path) -> Path:
+    """Each test gets its own faiss index file (never the one under var/)."""
+    settings.KNOWLEDGE_INDEX_PATH = tmp_path / "knowledge" / "index.npz"
+    return settings.KNOWLEDGE_INDEX_PATH

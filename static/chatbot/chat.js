@@ -43,12 +43,32 @@
     return el;
   }
 
+  // The knowledge-base articles a bot reply was based on.
+  function renderSources(el, sources) {
+    let box = el.querySelector(".sources");
+    if (!sources || !sources.length) { if (box) box.remove(); return; }
+    if (!box) {
+      box = document.createElement("div");
+      box.className = "sources";
+      el.append(box);
+    }
+    box.textContent = "Sources: ";
+    sources.forEach((source, i) => {
+      const item = document.createElement("span");
+      item.className = "source";
+      item.textContent = source.title;
+      if (i) box.append(", ");
+      box.append(item);
+    });
+  }
+
   function render(message) {
     const el = bubble(message.message_id, message.role);
     el.classList.remove("streaming");
     el.querySelector(".text").textContent = message.text;
     if (message.role === "bot" && message.message_id) addThumbs(el, message.message_id);
     if (message.role === "bot" || message.role === "agent") rateBar.hidden = false;
+    renderSources(el, message.sources);
     list.scrollTop = list.scrollHeight;
   }
 
