@@ -53,3 +53,9 @@ bench-retrieval: install
 
 clean:
 	rm -rf $(VENV) var staticfiles
+
+# --- Training (training/, see README "Training") -------------------------------------------
+.PHONY: bench-train
+bench-train: install
+	$(PYTHON) manage.py prepare_model
+	$(PYTHON) benchmarks/bench_train.py

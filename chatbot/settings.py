@@ -246,3 +246,14 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 LOGGING["loggers"]["faiss.loader"] = {"level": "WARNING"}
+
+# --- Training (training/config.py) ---------------------------------------------------------
+# Every TrainConfig field can be set as TRAINING_<FIELD> (e.g. TRAINING_LEARNING_RATE=1e-4).
+TRAINING_ENV = {
+    key[len("TRAINING_") :].lower(): value
+    for key, value in os.environ.items()
+    if key.startswith("TRAINING_")
+}
+# Filled into the dataset's {{...}} template slots (training/data/slots.py); empty = neutral text.
+SHOP_SUPPORT_PHONE = env("SHOP_SUPPORT_PHONE")
+SHOP_SUPPORT_HOURS = env("SHOP_SUPPORT_HOURS", "9am-6pm Monday to Friday")

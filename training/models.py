@@ -116,3 +116,44 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"Run {self.pk} ({self.status})"
+
+
+class SeedExample(models.Model):
+    """A customer/agent exchange imported as seed corpus (e.g. the Bitext dev set)."""
+
+    source = models.CharField(max_length=100, db_index=True)
+    external_id = models.CharField(max_length=100)
+    intent = models.CharField(max_length=100, blank=True)
+    category = models.CharField(max_length=100, blank=True)
+    customer = models.TextField()
+    agent = models.TextField()
+    imported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "external_id"], name="unique_seed_example")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.external_id}"
+
+
+class DatasetSnapshot(models.Model):
+    """A versioned, cleaned training set: files under DATA_DIR/datasets/<name>/."""
+
+    name = models.CharField(max_length=100, unique=True)
+    path = models.CharField(max_length=500)
+    config = models.JSONField(default=dict, blank=True)
+    # Rows in, rows dropped by each rule, rows out, per split.
+    report = models.JSONField(default=dict, blank=True)
+    train_count = models.PositiveIntegerField(default=0)
+    validation_count = models.PositiveIntegerField(default=0)
+    preference_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name

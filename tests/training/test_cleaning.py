@@ -1,0 +1,111 @@
+import pytest
+
+from training.data.cleaning import examples_clean, text_is_abusive, text_is_garbled
+from training.data.pii import pii_find, pii_mask
+from training.data.slots import raw_slots, slots_rewrite
+
+
+def example(user: str, assistant: str, i: int = 0) -> dict:
+    return {
+        "id": f"e{i}",
+        "conversation_id": f"c{i}",
+        "source": "seed",
+        "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": assistant},
+        ],
+    }
+
+
+def clean(examples, **kwargs):
+    options = {"max_turn_chars": 500, "near_duplicate_threshold": 0.95, **kwargs}
+    return examples_clean(examples, **options)
+
+
+GOOD = example("Where is my parcel?", "Shipping usually takes two business days.", 99)
+
+
+@pytest.mark.parametrize(
+    ("bad", "rule"),
+    [
+        (example("   ", "Hello there."), "empty"),
+        (example("Hi", "\r\n"), "empty"),
+        (example("Hi", "TrÃ©s bien, your order is fine"), "garbled"),
+        (example("Hi", "%%%% ### $$$$ ^^^^ &&&& ****"), "garbled"),
+        (example("Hi", "as an AI language model I cannot help"), "garbled"),
+        (example("Hi", "x" * 30 + " " + "word " * 120), "too_long"),
+        (example("Hi", "Fuck off, find it yourself."), "abusive"),
+    ],
+)
+def test_each_drop_rule(bad, rule):
+    kept, report = clean([bad, GOOD])
+    assert [e["id"] for e in kept] == ["e99"]
+    assert report["dropped"][rule] == 1
+    assert report["rows_in"] == 2 and report["rows_out"] == 1
+
+
+def test_exact_and_near_duplicates_are_removed_but_distinct_examples_kept():
+    rows = [
+        example("How do I reset my password?", "Use the forgot password link.", 1),
+        example("How do I reset my password?", "Use the forgot password link.", 2),
+        example("how do I reset  my password?", "Use the forgot password link.", 3),
+        example("How do I reset my password ?!", "Use the forgot password link!", 4),
+        example("Do you ship to Canada?", "Yes, we ship to Canada within a week.", 5),
+    ]
+    kept, report = clean(rows)
+    assert [e["id"] for e in kept] == ["e1", "e5"]
+    assert report["dropped"]["duplicate"] == 2
+    assert report["dropped"]["near_duplicate"] == 1
+
+
+def test_pii_is_masked():
+    text = (
+        "Mail jane.doe@example.org or call +1 555-123-4567 about order #88231, "
+        "card 4111 1111 1111 1111, shipped to 42 Baker Street; tracking 1Z99887766."
+    )
+    masked = pii_mask(text)
+    for secret in ("jane.doe", "555-123", "88231", "4111", "Baker", "1Z99887766"):
+        assert secret not in masked
+    for tag in ("[email]", "[phone]", "[order id]", "[card number]", "[address]"):
+        assert tag in masked
+    assert pii_mask("Refunds take 5-7 days, 30 days to return.") == (
+        "Refunds take 5-7 days, 30 days to return."
+    )
+    assert pii_find("write to support@example.com", allowed=("support@example.com",)) == []
+    assert pii_find("my mail is a.b@c.io") == ["a.b@c.io"]
+
+
+def test_pii_masked_inside_cleaning():
+    kept, report = clean([example("My email is bob@mail.com, order 1234567", "Thanks Bob.")])
+    assert kept[0]["messages"][0]["content"] == "My email is [email], order [order id]"
+    assert report["changed"]["pii_masked"] == 1
+
+
+def test_template_slots_are_filled_or_neutralised(settings):
+    settings.SHOP_NAME = "Acme"
+    settings.SHOP_SUPPORT_PHONE = "+1 800 000"
+    text = (
+        "Log in to {{Website Name}}, open {{Order History}} and find order number "
+        "{{Order Number Anonymized}}. Call {{Customer Support Phone Number}} or "
+        "[Customer Support Phone Number], {{Customer Support Hours}}, via {{Live Chat}}."
+    )
+    rewritten = slots_rewrite(text)
+    assert raw_slots(text) and not raw_slots(rewritten)
+    assert "the Acme website" in rewritten
+    assert "Order History" in rewritten
+    assert "order number in question" in rewritten
+    assert rewritten.count("+1 800 000") == 2
+    assert settings.SHOP_SUPPORT_HOURS in rewritten
+
+
+def test_abuse_detection_ignores_numbered_lists_and_customer_profanity_is_censored():
+    assert not text_is_abusive("4. Click Save.\n5. Hit the button.")
+    assert text_is_abusive("this damn site")
+    kept, report = clean([example("where is my damn parcel", "It ships today.")])
+    assert "damn" not in kept[0]["messages"][0]["content"]
+    assert report["changed"]["profanity_censored"] == 1
+
+
+def test_garbled_rule_keeps_short_texts_with_order_numbers():
+    assert not text_is_garbled("cancel order 113542617735902")
+    assert text_is_garbled("{{7C23D0EF3E8A2D89E89176EFDAA748B42A613942012DD9CE1AB237D72381004B}}")

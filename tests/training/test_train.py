@@ -1,0 +1,190 @@
+import json
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from chatbot.serving.loading import ModelLoadError, model_load
+from training.data.snapshot import dataset_build
+from training.evaluate import evaluate_artifact
+from training.train import META_FILE, TrainingError, finetune
+
+
+@pytest.fixture
+def snapshot(data_dir, seed_corpus, tiny_cfg):
+    return dataset_build(cfg=tiny_cfg, name="tiny")
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_finetune_lowers_loss_and_writes_a_loadable_adapter(
+    tiny_model_dir, snapshot, tiny_cfg, tmp_path
+):
+    import torch
+
+    base_digest = _file_digest(tiny_model_dir / "model.safetensors")
+    events = []
+    output = tmp_path / "artifacts" / "run-1"
+    result = finetune(
+        tiny_cfg,
+        snapshot_id=snapshot.name,
+        base_path=tiny_model_dir,
+        output_dir=output,
+        progress=events.append,
+    )
+
+    assert result.metrics["eval_loss"] < result.metrics["eval_loss_before"]
+    train_losses = [e["loss"] for e in result.loss_history if "loss" in e]
+    assert sum(train_losses[-3:]) / 3 < sum(train_losses[:3]) / 3
+    assert any(e.get("phase") == "sft" and "loss" in e for e in events)
+    assert events[-1]["phase"] == "done"
+
+    # The artifact holds LoRA weights only; they moved away from their zero init.
+    with safe_open(str(output / "adapter_model.safetensors"), "pt") as weights:
+        names = list(weights.keys())
+        assert names and all("lora_" in name for name in names)
+        lora_b = [weights.get_tensor(n) for n in names if "lora_B" in n]
+    assert all(t.abs().sum() > 0 for t in lora_b)
+    # The base model was not touched.
+    assert _file_digest(tiny_model_dir / "model.safetensors") == base_digest
+
+    meta = json.loads((output / META_FILE).read_text())
+    assert meta["data_snapshot"] == "tiny"
+    assert meta["config"]["lora_r"] == 8
+    assert meta["loss_history"]
+    assert not output.with_name("run-1.partial").exists()
+
+    # The chat side loads it (merged onto the base) and it answers differently from the base.
+    tuned = model_load(output, base_path=tiny_model_dir)
+    base = model_load(tiny_model_dir)
+    ids = tuned.tokenizer("How can I track my order?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert not torch.allclose(tuned.model(ids).logits, base.model(ids).logits)
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(
+    tiny_model_dir, snapshot, tiny_cfg, tmp_path
+):
+    tiny_cfg.max_steps = 12
+    tiny_cfg.eval_steps = 4
+    output = tmp_path / "run-resume"
+
+    def crash_at_step_6(event):
+        if event.get("step", 0) >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(
+            tiny_cfg,
+            snapshot_id="tiny",
+            base_path=tiny_model_dir,
+            output_dir=output,
+            progress=crash_at_step_6,
+        )
+    assert not output.exists()
+    assert (output.with_name("run-resume.partial") / "checkpoints" / "checkpoint-4").is_dir()
+
+    steps = []
+    result = finetune(
+        tiny_cfg,
+        snapshot_id="tiny",
+        base_path=tiny_model_dir,
+        output_dir=output,
+        progress=lambda e: steps.append(e.get("step")),
+    )
+    assert result.steps == 12
+    assert min(s for s in steps if s) > 4  # started after checkpoint-4, not from scratch
+    assert (output / "adapter_model.safetensors").exists()
+
+
+def test_continual_run_starts_from_parent_adapter(tiny_model_dir, snapshot, tiny_cfg, tmp_path):
+    tiny_cfg.max_steps = 4
+    first = finetune(
+        tiny_cfg, snapshot_id="tiny", base_path=tiny_model_dir, output_dir=tmp_path / "v1"
+    )
+    # Same snapshot as the parent: every row is earlier data, nothing new to learn from.
+    with pytest.raises(TrainingError, match="No new training data"):
+        finetune(
+            tiny_cfg,
+            snapshot_id="tiny",
+            base_path=tiny_model_dir,
+            output_dir=tmp_path / "v2",
+            parent_artifact=first.artifact_path,
+        )
+    assert not (tmp_path / "v2").exists()
+
+
+def test_corrupt_or_missing_artifacts_are_refused(tiny_model_dir, snapshot, tiny_cfg, tmp_path):
+    cases = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    ]
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        evaluate_artifact(tmp_path / "nowhere", base_path=tiny_model_dir, cases=cases)
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "adapter_config.json").write_text("{not json")
+    (corrupt / "adapter_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError, match="unreadable"):
+        model_load(corrupt, base_path=tiny_model_dir)
+    (corrupt / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    with pytest.raises(ModelLoadError):
+        model_load(corrupt, base_path=tiny_model_dir)
+    with pytest.raises(TrainingError, match="Parent artifact refused"):
+        finetune(
+            tiny_cfg,
+            snapshot_id="tiny",
+            base_path=tiny_model_dir,
+            output_dir=tmp_path / "child",
+            parent_artifact=tmp_path / "nowhere",
+        )
+    assert not (tmp_path / "child").exists()
+
+
+def test_dpo_stage_follows_sft_when_there_are_enough_pairs(
+    tiny_model_dir, data_dir, seed_corpus, tiny_cfg, tmp_path, monkeypatch
+):
+    from training.data import sources
+
+    pairs = [
+        {
+            "conversation_id": f"fb-{i}",
+            "prompt": [{"role": "user", "content": question}],
+            "chosen": [{"role": "assistant", "content": "Happy to help: " + answer}],
+            "rejected": [{"role": "assistant", "content": "No idea, ask someone else."}],
+        }
+        for i, (question, answer) in enumerate(
+            [("Where is my parcel?", "it ships in two days."), ("Refund?", "five days.")] * 2
+        )
+    ]
+    monkeypatch.setattr(sources, "preference_pairs", lambda: pairs)
+    snapshot = dataset_build(cfg=tiny_cfg, name="with-pairs")
+    assert snapshot.preference_count == 4
+    tiny_cfg.max_steps = 4
+    tiny_cfg.dpo_min_pairs = 4
+    events = []
+    result = finetune(
+        tiny_cfg,
+        snapshot_id=snapshot.name,
+        base_path=tiny_model_dir,
+        output_dir=tmp_path / "dpo",
+        progress=events.append,
+    )
+    assert result.metrics["dpo"]["pairs"] == 4
+    assert result.metrics["dpo"]["steps"] >= 1
+    assert any(e.get("phase") == "dpo" for e in events)
+    assert any(e.get("phase") == "dpo" for e in result.loss_history)
+    model_load(tmp_path / "dpo", base_path=tiny_model_dir)
+
+    tiny_cfg.dpo_min_pairs = 5
+    skipped = finetune(
+        tiny_cfg,
+        snapshot_id=snapshot.name,
+        base_path=tiny_model_dir,
+        output_dir=tmp_path / "no-dpo",
+    )
+    assert "skipped" in skipped.metrics["dpo"]

@@ -1,0 +1,117 @@
+"""One config dataclass for data preparation, LoRA fine-tuning and DPO.
+
+Defaults come from the dataclass, overridden by `TRAINING_<FIELD>` environment variables
+(read into settings.TRAINING_ENV), overridden by command-line options (`--learning-rate 1e-4`).
+"""
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    # Optimisation
+    learning_rate: float = field(default=2e-4, metadata=_help("AdamW peak learning rate (SFT)."))
+    batch_size: int = field(default=8, metadata=_help("Sequences per step (before accumulation)."))
+    grad_accum: int = field(default=1, metadata=_help("Gradient accumulation steps."))
+    epochs: float = field(default=1.0, metadata=_help("Passes over the training split."))
+    max_steps: int = field(default=-1, metadata=_help("Cap on optimizer steps; -1 = no cap."))
+    max_length: int = field(
+        default=384, metadata=_help("Longest tokenized example; longer dropped.")
+    )
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    warmup_ratio: float = field(default=0.05, metadata=_help("Share of steps spent warming up."))
+    lr_scheduler: str = field(default="cosine", metadata=_help("transformers scheduler name."))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm."))
+    bf16: bool = field(default=True, metadata=_help("bf16 autocast where the CPU/GPU has it."))
+    # LoRA
+    lora_r: int = field(default=16, metadata=_help("LoRA rank."))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA scaling alpha."))
+    lora_dropout: float = field(default=0.05, metadata=_help("Dropout on the LoRA path."))
+    lora_target_modules: str = field(
+        default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+        metadata=_help("Comma-separated module names that get adapters."),
+    )
+    # Run control
+    seed: int = field(default=42, metadata=_help("Seed for split, shuffling, init and sampling."))
+    eval_steps: int = field(default=50, metadata=_help("Validate (and checkpoint) every N steps."))
+    early_stopping_patience: int = field(
+        default=3, metadata=_help("Stop after N validations without a better loss; 0 = off.")
+    )
+    max_train_examples: int = field(
+        default=0, metadata=_help("Use only the first N training examples; 0 = all.")
+    )
+    max_eval_examples: int = field(
+        default=200, metadata=_help("Validation examples used for early stopping; 0 = all.")
+    )
+    # Continual training and preferences
+    replay_share: float = field(
+        default=0.3, metadata=_help("Share of the mix drawn from earlier training data.")
+    )
+    dpo_beta: float = field(default=0.1, metadata=_help("DPO temperature beta."))
+    dpo_min_pairs: int = field(default=50, metadata=_help("Run DPO after SFT from N pairs on."))
+    dpo_learning_rate: float = field(default=5e-6, metadata=_help("DPO learning rate."))
+    dpo_epochs: float = field(default=1.0, metadata=_help("DPO passes over the pairs."))
+    # Data preparation (build_dataset)
+    validation_share: float = field(
+        default=0.1, metadata=_help("Share of conversations held out for validation.")
+    )
+    max_turn_chars: int = field(default=2000, metadata=_help("Drop examples with a longer turn."))
+    near_duplicate_threshold: float = field(
+        default=0.95, metadata=_help("Cosine similarity at which two examples are duplicates.")
+    )
+
+    @property
+    def target_modules(self) -> list[str]:
+        return [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _cast(field_type, value):
+    kind = field_type
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        return str(value).strip().lower() in {"1", "true", "yes", "on"}
+    return kind(value)
+
+
+def train_config(**overrides) -> TrainConfig:
+    """Dataclass defaults < settings.TRAINING_ENV (TRAINING_* env vars) < `overrides`.
+
+    Unknown names raise TypeError; None values in `overrides` are ignored (unset options).
+    """
+    from django.conf import settings
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = {}
+    for name, raw in getattr(settings, "TRAINING_ENV", {}).items():
+        if name in fields:
+            values[name] = _cast(fields[name].type, raw)
+    for name, raw in overrides.items():
+        if name not in fields:
+            raise TypeError(f"TrainConfig has no field {name!r}")
+        if raw is not None:
+            values[name] = _cast(fields[name].type, raw)
+    return TrainConfig(**values)
+
+
+def config_arguments_add(parser: argparse.ArgumentParser) -> None:
+    """Add one `--field-name` option per TrainConfig field (default: unset)."""
+    group = parser.add_argument_group("training config (defaults from TRAINING_* settings)")
+    for f in dataclasses.fields(TrainConfig):
+        group.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, default=None, help=f.metadata["help"]
+        )
+
+
+def config_from_options(options: dict) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return train_config(**{k: v for k, v in options.items() if k in names})

@@ -1,0 +1,1 @@
+"""Training data: import, cleaning, versioned snapshots (see README, "Training")."""

@@ -1,0 +1,62 @@
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from chatbot.serving.loading import ModelLoadError
+from chatbot.serving.versions import base_model_path
+from training.data.snapshot import DatasetError, snapshot_get
+from training.evaluate import evaluate_artifact, evaluation_cases, reports_table
+
+
+class Command(BaseCommand):
+    help = (
+        "Evaluate one or more models on a snapshot's validation split: JSON plus a table. "
+        "Use `base` for the base model, e.g. `evaluate base var/artifacts/run-...`."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("artifacts", nargs="+", help="Artifact folders, or `base`.")
+        parser.add_argument("--snapshot", default="", help="Snapshot name (default: newest).")
+        parser.add_argument("--limit", type=int, default=50, help="Number of validation cases.")
+        parser.add_argument(
+            "--skip",
+            type=int,
+            default=0,
+            help="Skip the first N validation rows (those used for early stopping).",
+        )
+        parser.add_argument("--max-new-tokens", type=int, default=64)
+        parser.add_argument("--batch-size", type=int, default=8)
+        parser.add_argument("--base", default="", help="Base model folder (default: configured).")
+        parser.add_argument("--json", default="", help="Also write the reports to this file.")
+
+    def handle(self, *args, **options):
+        base = options["base"] or str(base_model_path())
+        try:
+            snapshot = snapshot_get(options["snapshot"])
+            cases = evaluation_cases(snapshot.pk, limit=options["limit"], skip=options["skip"])
+        except DatasetError as exc:
+            raise CommandError(str(exc)) from exc
+        reports = []
+        for artifact in options["artifacts"]:
+            path = base if artifact == "base" else artifact
+            try:
+                report = evaluate_artifact(
+                    path,
+                    base_path=base,
+                    cases=cases,
+                    max_new_tokens=options["max_new_tokens"],
+                    batch_size=options["batch_size"],
+                )
+            except ModelLoadError as exc:
+                raise CommandError(f"Refused {artifact}: {exc}") from exc
+            reports.append(report)
+        data = {"snapshot": snapshot.name, "reports": [r.to_dict() for r in reports]}
+        self.stdout.write(json.dumps(data, indent=2))
+        if options["json"]:
+            Path(options["json"]).write_text(json.dumps(data, indent=2))
+        self.stdout.write(
+            f"\nSnapshot {snapshot.name}: validation cases {options['skip']}.."
+            f"{options['skip'] + len(cases) - 1}\n"
+        )
+        self.stdout.write(reports_table(reports))

@@ -1,0 +1,469 @@
+"""LoRA fine-tuning (SFT, then DPO when there are enough preference pairs) as one function.
+
+`finetune(cfg, ...)` reads top to bottom: data, model, SFT with early stopping, optional DPO,
+save. The artifact folder appears only when complete: everything is written into
+`<output_dir>.partial/` and renamed at the end. Checkpoints live in that partial folder, so an
+interrupted run resumes from its last checkpoint when called again with the same output_dir
+and config.
+"""
+
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from training.config import TrainConfig
+from training.data.snapshot import snapshot_get, snapshot_rows
+
+log = logging.getLogger(__name__)
+
+META_FILE = "training.json"
+Progress = Callable[[dict], None]
+
+
+class TrainingError(Exception):
+    """The run cannot start or finish (no data, bad parent artifact, ...); nothing is written."""
+
+
+@dataclass
+class RunResult:
+    artifact_path: str
+    data_snapshot: str
+    metrics: dict
+    loss_history: list[dict]
+    steps: int
+    stopped_early: bool
+    config: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def system_prompt_for_training() -> str:
+    """The serving system prompt, so the model learns in the context it answers in."""
+    from chatbot.prompting import system_prompt
+
+    return system_prompt()
+
+
+def replay_mix(
+    rows: list[dict], *, previous_keys: set[str], replay_share: float, seed: int
+) -> tuple[list[dict], dict]:
+    """New rows (not in the parent's training data) plus a `replay_share` of earlier rows.
+
+    With no earlier data every row is new. The replayed rows are a seeded random sample, so
+    the mix is repeatable.
+    """
+    new = [r for r in rows if r.get("key") not in previous_keys]
+    old = [r for r in rows if r.get("key") in previous_keys]
+    if not previous_keys:
+        return rows, {"new": len(rows), "replayed": 0, "replay_pool": 0}
+    if not new:
+        raise TrainingError("No new training data since the parent version's snapshot.")
+    share = min(max(replay_share, 0.0), 0.95)
+    wanted = min(len(old), round(len(new) * share / (1 - share)))
+    replayed = random.Random(seed).sample(old, wanted)
+    mixed = new + replayed
+    random.Random(seed).shuffle(mixed)
+    return mixed, {"new": len(new), "replayed": len(replayed), "replay_pool": len(old)}
+
+
+def parent_meta(parent_artifact: str | Path | None) -> dict:
+    if not parent_artifact:
+        return {}
+    meta = Path(parent_artifact) / META_FILE
+    if not meta.exists():
+        return {}
+    try:
+        return json.loads(meta.read_text())
+    except ValueError as exc:
+        raise TrainingError(f"{meta} is unreadable: {exc}") from exc
+
+
+def _previous_keys(meta: dict) -> set[str]:
+    name = meta.get("data_snapshot")
+    if not name:
+        return set()
+    try:
+        return {row.get("key") for row in snapshot_rows(snapshot_get(name), "train")}
+    except Exception:  # noqa: BLE001 - a vanished old snapshot just means nothing to replay
+        log.warning("Parent snapshot %s not readable: no replay data.", name)
+        return set()
+
+
+def bf16_usable() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _progress_callback(progress: Progress | None, phase: str):
+    from transformers import TrainerCallback
+
+    class ProgressReport(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if progress is None or not logs:
+                return
+            event = {"phase": phase, "step": state.global_step, "max_steps": state.max_steps}
+            event.update({k: v for k, v in logs.items() if isinstance(v, int | float)})
+            progress(event)
+
+    return ProgressReport()
+
+
+def base_model_load(base_path: str):
+    """The base model in float32 for training. A folder converted from GGUF keeps a stale
+    `quantization_config` although its weights are plain floats; Trainer refuses to train a
+    "quantized" model, so that entry is dropped."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from chatbot.serving.loading import ModelLoadError, artifact_check
+
+    try:
+        artifact_check(Path(base_path))
+        config = AutoConfig.from_pretrained(base_path)
+        if getattr(config, "quantization_config", {}).get("quant_method") == "gguf":
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_pretrained(base_path, config=config, dtype=torch.float32)
+    except (ModelLoadError, OSError, ValueError) as exc:
+        raise TrainingError(f"Base model {base_path} is not loadable: {exc}") from exc
+    model.config.use_cache = False
+    return model
+
+
+def _model_build(cfg: TrainConfig, base_path: str, parent_artifact: str | Path | None):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from chatbot.serving.loading import ModelLoadError, artifact_check
+
+    model = base_model_load(base_path)
+    if parent_artifact:
+        try:
+            if artifact_check(Path(parent_artifact)) != "adapter":
+                raise TrainingError(f"Parent {parent_artifact} is not a LoRA adapter folder.")
+            return PeftModel.from_pretrained(model, str(parent_artifact), is_trainable=True)
+        except ModelLoadError as exc:
+            raise TrainingError(f"Parent artifact refused: {exc}") from exc
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _work_dir_prepare(work: Path, cfg_fingerprint: dict) -> Path | None:
+    """Return the last checkpoint to resume from, or None (a stale work dir is cleared)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stamp = work / "run.json"
+    if work.exists():
+        same = stamp.exists() and json.loads(stamp.read_text()) == cfg_fingerprint
+        checkpoints = work / "checkpoints"
+        if same and checkpoints.exists():
+            last = get_last_checkpoint(str(checkpoints))
+            if last:
+                return Path(last)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    stamp.write_text(json.dumps(cfg_fingerprint))
+    return None
+
+
+def sft_trainer_build(
+    cfg: TrainConfig,
+    *,
+    model,
+    tokenizer,
+    train_features: list[dict],
+    val_features: list[dict],
+    checkpoints_dir: Path,
+    bf16: bool,
+    callbacks: list,
+):
+    """A transformers Trainer for SFT: length-bucketed batches (little padding), loss on the
+    labelled (assistant) tokens, validation + checkpoint every `eval_steps`, best model kept
+    (without validation features: no validation, no checkpoints, as for benchmarking)."""
+    import torch
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from training.chat_format import ChatCollator
+
+    args = TrainingArguments(
+        output_dir=str(checkpoints_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length",
+        length_column_name="length",
+        eval_strategy="steps" if val_features else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps" if val_features else "no",
+        save_steps=cfg.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=bool(val_features),
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=1,
+        logging_first_step=True,
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_features),
+        eval_dataset=Dataset.from_list(val_features) if val_features else None,
+        data_collator=ChatCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def finetune(
+    cfg: TrainConfig,
+    *,
+    snapshot_id: str | int | None,
+    base_path: str | Path,
+    output_dir: str | Path,
+    parent_artifact: str | Path | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Fine-tune a LoRA adapter on a dataset snapshot; return where it was saved and how it went.
+
+    Starts from `parent_artifact` (an adapter over `base_path`) when given, mixing in
+    `cfg.replay_share` of the parent's training data. `output_dir` must not exist yet.
+    `progress` gets dicts like {"phase": "sft", "step", "max_steps", "loss" | "eval_loss", ...}.
+    Raises TrainingError on unusable input; a failed run leaves no artifact.
+    """
+    from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+
+    from training.chat_format import examples_tokenize
+
+    output_dir, base_path = Path(output_dir), str(base_path)
+    if output_dir.exists():
+        raise TrainingError(f"Artifact folder {output_dir} already exists.")
+    started = time.monotonic()
+    report = progress or (lambda event: None)
+
+    # --- Data -------------------------------------------------------------------------------
+    snapshot = snapshot_get(snapshot_id)
+    meta = parent_meta(parent_artifact)
+    train_rows, mix = replay_mix(
+        snapshot_rows(snapshot, "train"),
+        previous_keys=_previous_keys(meta),
+        replay_share=cfg.replay_share,
+        seed=cfg.seed,
+    )
+    if cfg.max_train_examples:
+        train_rows = train_rows[: cfg.max_train_examples]
+    val_rows = snapshot_rows(snapshot, "validation")
+    if cfg.max_eval_examples:
+        val_rows = val_rows[: cfg.max_eval_examples]
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    system = system_prompt_for_training()
+    train_features, train_too_long = examples_tokenize(
+        tokenizer, train_rows, system=system, max_length=cfg.max_length
+    )
+    val_features, _ = examples_tokenize(
+        tokenizer, val_rows, system=system, max_length=cfg.max_length
+    )
+    if not train_features:
+        raise TrainingError(
+            f"Training set is empty ({len(train_rows)} rows, {train_too_long} over "
+            f"max_length={cfg.max_length})."
+        )
+    if not val_features:
+        raise TrainingError("Validation set is empty: early stopping needs validation data.")
+
+    # --- Model ------------------------------------------------------------------------------
+    set_seed(cfg.seed)
+    model = _model_build(cfg, base_path, parent_artifact)
+    work = output_dir.with_name(output_dir.name + ".partial")
+    resume_from = _work_dir_prepare(
+        work, {"config": cfg.to_dict(), "snapshot": snapshot.name, "parent": str(parent_artifact)}
+    )
+    bf16 = cfg.bf16 and bf16_usable()
+
+    # --- SFT --------------------------------------------------------------------------------
+    callbacks = [_progress_callback(progress, "sft")]
+    if cfg.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = sft_trainer_build(
+        cfg,
+        model=model,
+        tokenizer=tokenizer,
+        train_features=train_features,
+        val_features=val_features,
+        checkpoints_dir=work / "checkpoints",
+        bf16=bf16,
+        callbacks=callbacks,
+    )
+    report({"phase": "sft", "event": "start", "train_examples": len(train_features)})
+    initial_eval = trainer.evaluate() if resume_from is None else {}
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final_eval = trainer.evaluate()
+    state = trainer.state
+    stopped_early = state.global_step < state.max_steps
+    loss_history = [
+        {
+            k: v
+            for k, v in entry.items()
+            if k in ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm")
+        }
+        for entry in state.log_history
+        if "loss" in entry or "eval_loss" in entry
+    ]
+    metrics = {
+        "train_loss": output.training_loss,
+        "eval_loss_before": initial_eval.get("eval_loss"),
+        "eval_loss": final_eval["eval_loss"],
+        "best_eval_loss": state.best_metric,
+        "train_examples": len(train_features),
+        "train_dropped_too_long": train_too_long,
+        "eval_examples": len(val_features),
+        "train_tokens": sum(f["length"] for f in train_features),
+        "replay": mix,
+        "bf16": bf16,
+    }
+
+    # --- DPO (only with enough preference pairs) -------------------------------------------
+    pairs = snapshot_rows(snapshot, "preferences")
+    if pairs and len(pairs) >= cfg.dpo_min_pairs:
+        metrics["dpo"] = _dpo_run(cfg, model, tokenizer, pairs, system, work, bf16, progress)
+        loss_history += [{"phase": "dpo", **entry} for entry in metrics["dpo"].pop("log_history")]
+    else:
+        metrics["dpo"] = {"skipped": f"{len(pairs)} preference pairs < {cfg.dpo_min_pairs}"}
+
+    # --- Save -------------------------------------------------------------------------------
+    report({"phase": "save", "event": "start"})
+    metrics["train_seconds"] = round(time.monotonic() - started, 1)
+    staged = work / "artifact"
+    shutil.rmtree(staged, ignore_errors=True)
+    model.save_pretrained(str(staged))
+    tokenizer.save_pretrained(str(staged))
+    result = RunResult(
+        artifact_path=str(output_dir),
+        data_snapshot=snapshot.name,
+        metrics=metrics,
+        loss_history=loss_history,
+        steps=state.global_step,
+        stopped_early=stopped_early,
+        config=cfg.to_dict(),
+    )
+    (staged / META_FILE).write_text(
+        json.dumps(
+            {
+                **result.to_dict(),
+                "base_path": base_path,
+                "parent_artifact": str(parent_artifact or ""),
+                "created_at": datetime.now(UTC).isoformat(),
+            },
+            indent=2,
+        )
+    )
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staged.rename(output_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    report(
+        {
+            "phase": "done",
+            "artifact_path": str(output_dir),
+            **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        }
+    )
+    return result
+
+
+def _dpo_run(cfg, model, tokenizer, pairs, system, work, bf16, progress) -> dict:
+    """Direct preference optimisation on the SFT adapter (TRL). With a peft model and no
+    ref_model, TRL uses the model with its adapter disabled (the base) as reference."""
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    rows = [
+        {
+            "prompt": [{"role": "system", "content": system}, *pair["prompt"]],
+            "chosen": pair["chosen"],
+            "rejected": pair["rejected"],
+        }
+        for pair in pairs
+    ]
+    args = DPOConfig(
+        output_dir=str(work / "dpo"),
+        beta=cfg.dpo_beta,
+        learning_rate=cfg.dpo_learning_rate,
+        num_train_epochs=cfg.dpo_epochs,
+        per_device_train_batch_size=max(1, cfg.batch_size // 2),
+        gradient_accumulation_steps=cfg.grad_accum,
+        max_length=cfg.max_length,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        gradient_checkpointing=False,  # TRL turns it on; a small model on CPU wants speed
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[_progress_callback(progress, "dpo")],
+    )
+    output = trainer.train()
+    return {
+        "pairs": len(rows),
+        "train_loss": output.training_loss,
+        "steps": trainer.state.global_step,
+        "log_history": [
+            {k: v for k, v in e.items() if isinstance(v, int | float)}
+            for e in trainer.state.log_history
+            if "loss" in e
+        ],
+    }
+
+
+def active_starting_point() -> tuple[str | None, str]:
+    """(parent adapter or None, base model path) of the version in service: each run starts
+    from it. The base model's own version (empty artifact_path) means "no parent"."""
+    from chatbot.serving.versions import serving_target
+    from training.registry import base_version_ensure
+
+    version = base_version_ensure()
+    target = serving_target(version)
+    parent = version.artifact_path or None
+    if parent and not (Path(parent) / "adapter_config.json").exists():
+        parent = None
+    return parent, target.base_path
