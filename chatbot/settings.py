@@ -257,3 +257,8 @@ TRAINING_ENV = {
 # Filled into the dataset's {{...}} template slots (training/data/slots.py); empty = neutral text.
 SHOP_SUPPORT_PHONE = env("SHOP_SUPPORT_PHONE")
 SHOP_SUPPORT_HOURS = env("SHOP_SUPPORT_HOURS", "9am-6pm Monday to Friday")
+# Retraining runs: minimum cleaned training examples, evaluation size for the gate.
+TRAINING_MIN_EXAMPLES = env_int("TRAINING_MIN_EXAMPLES", 50)
+TRAINING_EVAL_CASES = env_int("TRAINING_EVAL_CASES", 40)
+TRAINING_EVAL_MAX_NEW_TOKENS = env_int("TRAINING_EVAL_MAX_NEW_TOKENS", 64)
+TRAINING_REGRESSION_MIN_SIMILARITY = env_float("TRAINING_REGRESSION_MIN_SIMILARITY", 0.6)

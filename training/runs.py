@@ -150,7 +150,7 @@ def run_execute(run_id: int) -> TrainingRun | None:
         record({"stage": "train"})
         candidate = version_create(
             parent=active,
-            data_snapshot=snapshot.label,
+            data_snapshot=snapshot.name,
             config=run.config,
             created_by=f"training run {run.pk} ({run.requested_by})",
         )
