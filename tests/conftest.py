@@ -277,13 +277,21 @@ def _close_stray_db_sessions(django_db_setup, django_db_blocker):
     yield
     from django.db import connection
 
+    from django.db import DatabaseError
+
+    if connection.vendor != "postgresql" or not connection.settings_dict["NAME"].startswith(
+        "test_"
+    ):
+        return
     with django_db_blocker.unblock():
-        if connection.vendor == "postgresql":
+        try:
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+        except DatabaseError:
+            pass  # nothing to end
 
 
 @pytest.fixture(autouse=True)
