@@ -222,3 +222,9 @@ CELERY_BEAT_SCHEDULE["feedback-conversations-purge"] = {
     "task": "feedback.conversations_purge",
     "schedule": 24 * 60 * 60,
 }
+# Automatic rollback of a promoted version that does worse in live service.
+LIVE_MONITOR_MIN_REPLIES = env_int("LIVE_MONITOR_MIN_REPLIES", 200)
+LIVE_MONITOR_ALPHA = env_float("LIVE_MONITOR_ALPHA", 0.01)
+LIVE_MONITOR_WINDOW_DAYS = env_int("LIVE_MONITOR_WINDOW_DAYS", 14)
+ADMINS = [("Admin", email) for email in env_list("DJANGO_ADMINS")]
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -33,3 +33,10 @@ def reap_stale_runs() -> list[int]:
 def _reap_on_worker_start(sender=None, **kwargs) -> None:
     # A worker killed mid-run leaves its run "running": settle it as soon as a worker is back.
     runs.runs_reap_stale()
+
+
+@shared_task(name="training.tasks.monitor_live_quality")
+def monitor_live_quality() -> str:
+    from training.monitoring import live_quality_check
+
+    return live_quality_check().reason
