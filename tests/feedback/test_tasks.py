@@ -1,19 +1,18 @@
-"""The retention purge as a real Celery task: a worker on the Redis broker runs it."""
+"""The retention purge as a real Celery task: a worker process on the Redis broker runs it."""
 
+import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from chatbot.models import Conversation
+from feedback.models import AuditEvent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def test_purge_task_runs_on_a_real_worker(settings, make_conversation):
-    from celery.contrib.testing.worker import start_worker
-
-    from chatbot.celery import app
+def test_purge_task_runs_on_a_real_worker(settings, make_conversation, celery_worker_proc):
     from feedback.tasks import conversations_purge_task
 
     if not settings.CELERY_BROKER_URL.startswith("redis://"):
@@ -21,17 +20,12 @@ def test_purge_task_runs_on_a_real_worker(settings, make_conversation):
     old, _ = make_conversation([("customer", "old")])
     kept, _ = make_conversation([("customer", "new")], session_key="other")
     Conversation.objects.filter(pk=old.pk).update(updated_at=timezone.now() - timedelta(days=40))
-    settings.FEEDBACK_RETENTION_DAYS = 30
 
-    app.conf.broker_url = settings.CELERY_BROKER_URL
-    app.conf.result_backend = "cache+memory://"
-    queue = f"feedback-test-{kept.pk.hex[:8]}"
-    app.conf.task_default_queue = queue
-    try:
-        with start_worker(app, queues=[queue], perform_ping_check=False, pool="solo"):
-            result = conversations_purge_task.apply_async(queue=queue)
-            assert result.get(timeout=30) == 1
-    finally:
-        app.conf.result_backend = None
-        app.conf.task_default_queue = "celery"
+    celery_worker_proc(FEEDBACK_RETENTION_DAYS=30)
+    conversations_purge_task.delay()
+    for _ in range(300):
+        if not Conversation.objects.filter(pk=old.pk).exists():
+            break
+        time.sleep(0.1)
     assert list(Conversation.objects.all()) == [kept]
+    assert AuditEvent.objects.get(action="purge").detail == {"conversations": 1, "days": 30}
