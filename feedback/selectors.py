@@ -112,9 +112,9 @@ def conversation_detail(*, conversation_id) -> ConversationDetail | None:
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None:
         return None
-    review, _ = ConversationReview.objects.select_related(
+    review = ConversationReview.objects.select_related(
         "handled_by", "assigned_to", "reviewed_by"
-    ).get_or_create(conversation=conversation)
+    ).filter(conversation=conversation).first() or ConversationReview(conversation=conversation)
     messages = list(
         conversation.messages.select_related("model_version").prefetch_related(
             Prefetch(

@@ -53,8 +53,11 @@ def make_conversation(db):
 
 
 @pytest.fixture
-async def agent_socket():
-    """Open /ws/agent/ with a session cookie; every socket is disconnected at the end."""
+async def agent_socket(chat_socket):
+    """Open /ws/agent/ with a session cookie; every socket is disconnected at the end.
+
+    Built on `chat_socket`, whose teardown (after this one) settles reply tasks and resets
+    the channel layer once every socket of the test is closed."""
     from channels.testing import WebsocketCommunicator
 
     from chatbot.asgi import application
