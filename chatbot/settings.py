@@ -218,11 +218,7 @@ TRAINING_GATE_SAFETY_TOLERANCE = env_float("TRAINING_GATE_SAFETY_TOLERANCE", 0.0
 # --- Agent console and feedback (feedback/) -----------------------------------------------
 # Conversations untouched for this many days are deleted by the daily purge (0 = keep all).
 FEEDBACK_RETENTION_DAYS = env_int("FEEDBACK_RETENTION_DAYS", 365)
-CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
-CELERY_BEAT_SCHEDULE["feedback-conversations-purge"] = {
-    "task": "feedback.conversations_purge",
-    "schedule": 24 * 60 * 60,
-}
+# The daily purge is a beat job (chatbot/schedule.py, editable in Django admin).
 # Automatic rollback of a promoted version that does worse in live service.
 LIVE_MONITOR_MIN_REPLIES = env_int("LIVE_MONITOR_MIN_REPLIES", 200)
 LIVE_MONITOR_ALPHA = env_float("LIVE_MONITOR_ALPHA", 0.01)
@@ -238,13 +234,7 @@ KNOWLEDGE_MIN_SCORE = env_float("KNOWLEDGE_MIN_SCORE", 0.25)
 KNOWLEDGE_FLAT_MAX = env_int("KNOWLEDGE_FLAT_MAX", 20000)
 KNOWLEDGE_IVF_NPROBE = env_int("KNOWLEDGE_IVF_NPROBE", 16)
 KNOWLEDGE_RETRIEVAL = env_bool("KNOWLEDGE_RETRIEVAL", True)
-CELERY_BEAT_SCHEDULE = {
-    **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "knowledge-index-sync": {
-        "task": "chatbot.tasks.knowledge_index_sync",
-        "schedule": env_float("KNOWLEDGE_SYNC_SECONDS", 600.0),
-    },
-}
+# The periodic index sync is a beat job (chatbot/schedule.py, editable in Django admin).
 LOGGING["loggers"]["faiss.loader"] = {"level": "WARNING"}
 
 # --- Training (training/config.py) ---------------------------------------------------------

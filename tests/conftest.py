@@ -275,9 +275,7 @@ def _close_stray_db_sessions(django_db_setup, django_db_blocker):
     """Threads (engine callbacks, sync_to_async workers) can keep connections open; end
     them before pytest-django drops the test database."""
     yield
-    from django.db import connection
-
-    from django.db import DatabaseError
+    from django.db import DatabaseError, connection
 
     if connection.vendor != "postgresql" or not connection.settings_dict["NAME"].startswith(
         "test_"

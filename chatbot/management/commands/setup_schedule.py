@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from training.schedule import schedule_ensure
+from chatbot.schedule import schedule_ensure
 
 
 class Command(BaseCommand):
