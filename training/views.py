@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from training import runs, selectors
 from training.charts import loss_curve_svg
 from training.models import ModelVersion, TrainingRun
+from training.monitoring import predecessor_of, version_live_numbers
 from training.registry import RegistryError, version_promote, version_reject, version_rollback
 
 PERMISSION = "training.manage_training"
@@ -39,6 +40,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     versions = selectors.versions_table()
     active = next((v for v in versions if v.status == ModelVersion.Status.ACTIVE), None)
     latest_candidate = next((v for v in versions if "compared_with" in (v.metrics or {})), None)
+    live = []
+    if active:
+        previous = predecessor_of(active)
+        live = [version_live_numbers(v) for v in (active, previous) if v]
     return render(
         request,
         "training/dashboard.html",
@@ -51,6 +56,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             if latest_candidate
             else [],
             "unfinished": runs.run_unfinished(),
+            "live": live,
         },
     )
 

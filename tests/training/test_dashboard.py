@@ -78,3 +78,4 @@ def test_dashboard_shows_runs_versions_and_escapes_text(client):
     assert "&lt;b&gt;worse&lt;/b&gt;" in page
     assert 'class="loss-curve"' in page and "polyline" in page
     assert "Promote anyway" in page
+    assert 'id="live-numbers"' in page and "v1 (active)" in page
