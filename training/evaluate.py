@@ -158,8 +158,8 @@ def evaluate_artifact(
     """
     from rouge_score import rouge_scorer
 
+    from chatbot.knowledge.embedding import texts_embed
     from chatbot.serving.loading import model_load
-    from training.embeddings import texts_embed
     from training.train import system_prompt_for_training
 
     started = time.monotonic()

@@ -38,13 +38,19 @@ def embedding_model():
     global _model
     with _lock:
         if _model is None:
+            import torch
             from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as hf_logging
 
+            from chatbot.serving.loading import MODEL_LOAD_LOCK
+
             hf_logging.disable_progress_bar()
             folder = embedding_model_dir()
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+            with MODEL_LOAD_LOCK:
+                tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+                model = AutoModel.from_pretrained(
+                    folder, local_files_only=True, dtype=torch.float32
+                ).eval()
             _model = (tokenizer, model)
         return _model
 

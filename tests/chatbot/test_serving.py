@@ -75,3 +75,26 @@ def test_missing_and_corrupt_checkpoints_are_refused(tmp_path):
     (broken / "model.safetensors").write_bytes(b"not really weights")
     with pytest.raises(ModelLoadError, match="Could not load"):
         model_load(broken)
+
+
+def test_models_loading_at_once_in_two_threads_keep_their_own_dtypes(tiny_model_dir, monkeypatch):
+    """Server start loads the chat model (bf16) and the embedding model (float32) together."""
+    import torch
+
+    from chatbot.knowledge import embedding
+
+    monkeypatch.setattr(embedding, "_model", None)
+    results = {}
+    threads = [
+        threading.Thread(
+            target=lambda: results.update(chat=model_load(tiny_model_dir, dtype="bfloat16"))
+        ),
+        threading.Thread(target=lambda: results.update(embed=embedding.embedding_model())),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert {p.dtype for p in results["chat"].model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in results["embed"][1].parameters()} == {torch.float32}
+    assert embedding.texts_embed(["hello"]).shape == (1, embedding.DIMENSION)
