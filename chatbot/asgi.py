@@ -24,13 +24,7 @@ application = ProtocolTypeRouter(
 )
 
 if settings.SERVING_WARMUP:
+    # Chat model, then embedding model and knowledge index, before the first customer.
     from chatbot.serving.warmup import warmup_in_background  # noqa: E402
 
     warmup_in_background()
-
-if settings.SERVING_WARMUP:
-    # Retrieval: embedding model loaded, index checked against the database (rebuilt if
-    # missing, corrupt or stale) before the first customer.
-    from chatbot.knowledge.services import knowledge_warmup_in_background  # noqa: E402
-
-    knowledge_warmup_in_background()

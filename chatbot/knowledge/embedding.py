@@ -38,15 +38,15 @@ def embedding_model():
     global _model
     with _lock:
         if _model is None:
-            import torch
-            from transformers import AutoModel, AutoTokenizer
-            from transformers.utils import logging as hf_logging
-
             from chatbot.serving.loading import MODEL_LOAD_LOCK
 
-            hf_logging.disable_progress_bar()
             folder = embedding_model_dir()
-            with MODEL_LOAD_LOCK:
+            with MODEL_LOAD_LOCK:  # also guards transformers' lazy imports across threads
+                import torch
+                from transformers import AutoModel, AutoTokenizer
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
                 tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
                 model = AutoModel.from_pretrained(
                     folder, local_files_only=True, dtype=torch.float32

@@ -353,7 +353,3 @@ def knowledge_warmup() -> None:
         log.exception("Knowledge warm-up failed")
     finally:
         close_old_connections()
-
-
-def knowledge_warmup_in_background() -> None:
-    threading.Thread(target=knowledge_warmup, name="knowledge-warmup", daemon=True).start()
