@@ -33,6 +33,7 @@ def run_status_data(run: TrainingRun) -> dict:
     return {
         "id": run.pk,
         "status": run.status,
+        "status_label": run.get_status_display(),
         "stage": run.stage,
         "progress": round(run.progress, 4),
         "step": run.step,

@@ -16,7 +16,7 @@
       if (!row) { if (live(run.status)) reload = true; continue; }
       if (live(row.dataset.status) && !live(run.status)) reload = true;
       row.dataset.status = run.status;
-      row.querySelector(".status").firstChild.textContent = run.status;
+      row.querySelector(".status").firstChild.textContent = run.status_label;
       row.querySelector(".stage").textContent = run.stage;
       row.querySelector("progress").value = run.progress;
       row.querySelector(".steps").textContent = `${run.step}/${run.total_steps}`;

@@ -46,6 +46,8 @@ def test_admin_sees_runs_and_versions_and_starts_then_cancels_a_retrain(app_serv
     run = TrainingRun.objects.get(status="queued")
     row = page.locator(f"tr[data-run-id='{run.pk}']")
     assert "Queued" in row.inner_text()
+    page.wait_for_timeout(2500)  # one live refresh later, still labelled the same way
+    assert "Queued" in row.locator(".status").inner_text()
     assert page.locator("#retrain-now").is_disabled()
 
     row.locator("button:has-text('Cancel')").click()
