@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatbot
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install run prepare test test-fast lint bench-chat clean
+.PHONY: install run prepare test test-fast lint bench-chat bench-retrieval clean
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PY) >/dev/null || { echo "Python 3.11 is required ($(PY) not found)"; exit 1; }
@@ -28,6 +28,8 @@ prepare: install
 	$(PYTHON) manage.py migrate --noinput
 	$(PYTHON) manage.py prepare_model
 	$(PYTHON) manage.py load_demo
+	$(PYTHON) manage.py setup_schedule
+	$(PYTHON) manage.py import_kb chatbot/demo/knowledge --keep-existing
 
 run: prepare
 	PATH="$(CURDIR)/$(BIN):$$PATH" SERVING_WARMUP=1 HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho -f deploy/Procfile -d . start
@@ -44,6 +46,10 @@ lint: install
 
 bench-chat: prepare
 	$(PYTHON) benchmarks/bench_chat.py
+
+# Retrieval: recall and latency on the demo knowledge base, index build/search at 1k-100k.
+bench-retrieval: install
+	$(PYTHON) benchmarks/bench_retrieval.py
 
 clean:
 	rm -rf $(VENV) var staticfiles

@@ -1,6 +1,8 @@
 from django.contrib import admin
 
-from chatbot.models import Conversation, Message
+from chatbot.knowledge import services as knowledge
+from chatbot.models import Article, Conversation, Message, Passage
+from feedback.admin import customer_data_delete_action
 
 
 class MessageInline(admin.TabularInline):
@@ -26,6 +28,7 @@ class ConversationAdmin(admin.ModelAdmin):
     search_fields = ("id", "messages__text")
     readonly_fields = ("id", "session_key", "created_at", "updated_at")
     inlines = [MessageInline]
+    actions = [customer_data_delete_action]
 
     @admin.display(description="messages")
     def message_count(self, obj):
@@ -50,3 +53,55 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="text")
     def short_text(self, obj):
         return obj.text[:80]
+
+
+# --- Knowledge base ------------------------------------------------------------------------
+# Every write goes through chatbot.knowledge.services, which re-indexes in the background.
+
+
+class PassageInline(admin.TabularInline):
+    model = Passage
+    extra = 0
+    can_delete = False
+    fields = ("position", "text")
+    readonly_fields = fields
+    ordering = ("position",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Article)
+class ArticleAdmin(admin.ModelAdmin):
+    list_display = ("title", "kind", "published", "tags", "updated_at", "passage_count")
+    list_filter = ("published", "kind")
+    search_fields = ("title", "body", "tags", "slug")
+    prepopulated_fields = {"slug": ("title",)}
+    readonly_fields = ("created_at", "updated_at")
+    fields = ("title", "slug", "kind", "tags", "published", "body", "created_at", "updated_at")
+    inlines = [PassageInline]
+    actions = ["publish", "unpublish"]
+
+    @admin.display(description="passages")
+    def passage_count(self, obj):
+        return obj.passages.count()
+
+    def save_model(self, request, obj, form, change):
+        knowledge.article_save(article=obj)
+
+    def delete_model(self, request, obj):
+        knowledge.article_delete(article=obj)
+
+    def delete_queryset(self, request, queryset):
+        for article in queryset:
+            knowledge.article_delete(article=article)
+
+    @admin.action(description="Publish selected articles", permissions=["change"])
+    def publish(self, request, queryset):
+        for article in queryset:
+            knowledge.article_publish_set(article=article, published=True)
+
+    @admin.action(description="Unpublish selected articles", permissions=["change"])
+    def unpublish(self, request, queryset):
+        for article in queryset:
+            knowledge.article_publish_set(article=article, published=False)

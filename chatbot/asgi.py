@@ -24,6 +24,7 @@ application = ProtocolTypeRouter(
 )
 
 if settings.SERVING_WARMUP:
+    # Chat model, then embedding model and knowledge index, before the first customer.
     from chatbot.serving.warmup import warmup_in_background  # noqa: E402
 
     warmup_in_background()

@@ -11,6 +11,8 @@ from django.conf import settings
 from chatbot import selectors, services
 from chatbot.live import conversation_group
 from chatbot.ratelimit import SlidingWindowLimit
+from feedback import services as feedback_services
+from feedback.models import ConversationReview
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,12 @@ def _log_customer_message(session_key, conversation, text):
     if conversation is None:
         conversation = services.conversation_start(session_key=session_key)
     message = services.customer_message_log(conversation=conversation, text=text)
+    handed_off = feedback_services.handoff_check(message=message)
     answer = services.bot_should_answer(conversation_id=conversation.id)
-    return conversation, message, answer
+    status = (
+        feedback_services.status_frame_for(conversation_id=conversation.id) if handed_off else None
+    )
+    return conversation, message, answer, status
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -88,6 +94,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if frame["type"] == "customer_message":
             await self.customer_message(frame.get("text"))
+        elif frame["type"] in self.feedback_frames:
+            await getattr(self, frame["type"])(frame)
         else:
             await self.error("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
 
@@ -104,9 +112,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.conversation and services.reply_in_progress(self.conversation.id):
             await self.error("busy", "Please wait until the current reply has finished.")
             return
-        conversation, _message, answer = await database_sync_to_async(_log_customer_message)(
-            self.session_key, self.conversation, text
-        )
+        conversation, _message, answer, status = await database_sync_to_async(
+            _log_customer_message
+        )(self.session_key, self.conversation, text)
         if self.conversation is None:
             await self.join(conversation)
             await self.send_json(
@@ -119,8 +127,60 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     **await database_sync_to_async(selectors.message_frame_data)(_message),
                 }
             )
+            if status:  # the customer asked for a human in their first message
+                await self.send_json(status)
         if answer:
             services.bot_reply_start(conversation_id=conversation.id)
+
+    # --- asking for a human and rating (feedback app) -------------------------------------
+
+    feedback_frames = ("request_human", "rate_conversation", "rate_message")
+
+    async def request_human(self, frame) -> None:
+        if self.conversation is None:
+            conversation = await database_sync_to_async(services.conversation_start)(
+                session_key=self.session_key
+            )
+            await self.join(conversation)
+            await self.send_json(
+                {"type": "conversation", "conversation_id": str(conversation.id), "status": "bot"}
+            )
+        # The status frame reaches this socket through the conversation group.
+        await database_sync_to_async(feedback_services.human_request)(
+            conversation_id=self.conversation.id,
+            reason=ConversationReview.HandoffReason.CUSTOMER_ASKED,
+            detail="pressed the button",
+        )
+
+    async def rate_conversation(self, frame) -> None:
+        await self.feedback_call(
+            feedback_services.customer_conversation_rate,
+            {"target": "conversation", "score": frame.get("score")},
+            score=frame.get("score"),
+        )
+
+    async def rate_message(self, frame) -> None:
+        await self.feedback_call(
+            feedback_services.customer_message_rate,
+            {
+                "target": "message",
+                "message_id": frame.get("message_id"),
+                "value": frame.get("value"),
+            },
+            message_id=frame.get("message_id"),
+            value=frame.get("value"),
+        )
+
+    async def feedback_call(self, service, saved: dict, **kwargs) -> None:
+        if self.conversation is None:
+            await self.error("no_conversation", "There is no conversation to rate yet.")
+            return
+        try:
+            await database_sync_to_async(service)(conversation_id=self.conversation.id, **kwargs)
+        except feedback_services.ConsoleActionError as exc:
+            await self.error(exc.code, exc.detail)
+            return
+        await self.send_json({"type": "rating_saved", **saved})
 
     async def frame_send(self, event):
         await self.send_json(event["frame"])

@@ -58,6 +58,9 @@ class Message(models.Model):
     generation_ms = models.PositiveIntegerField(null=True, blank=True)
     # Set when the reply was cut short (max tokens reached) rather than finished by the model.
     truncated = models.BooleanField(default=False)
+    # Knowledge-base articles the reply was grounded in: [{"article_id", "title", "kind",
+    # "score"}], best first (see chatbot/knowledge).
+    sources = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -65,3 +68,7 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_role_display()}: {self.text[:60]}"
+
+
+# Knowledge base (retrieval): defined in chatbot/knowledge, registered with this app.
+from chatbot.knowledge.models import Article, Passage  # noqa: E402, F401

@@ -3,14 +3,36 @@
 from django.conf import settings
 
 
-def system_prompt() -> str:
-    return (
+def system_prompt(knowledge: list | None = None) -> str:
+    """The system prompt; with `knowledge` (retrieval hits, possibly none) it also carries
+    the knowledge-base passages and says what to do when they do not cover the question."""
+    prompt = (
         f"You are the customer-service assistant of {settings.SHOP_NAME}, an online shop. "
         f"Your tone is {settings.SHOP_TONE}. Answer the customer's question directly and "
         "briefly. Never invent order numbers, tracking numbers, amounts or dates; if you "
         "need account details, ask the customer or offer to connect them with a human agent. "
         f"Shop policies: {settings.SHOP_POLICIES} "
         f"Support email: {settings.SHOP_SUPPORT_EMAIL}."
+    )
+    if knowledge is None:
+        return prompt
+    return prompt + "\n\n" + knowledge_section(knowledge)
+
+
+def knowledge_section(hits: list) -> str:
+    if not hits:
+        return (
+            "No knowledge-base article matches the customer's last message. Do not guess "
+            "or invent a policy: if the shop policies above do not answer it, say you are "
+            "not sure and offer to connect the customer with a human agent."
+        )
+    passages = "\n".join(f"[{i}] {hit.title}: {hit.text}" for i, hit in enumerate(hits, 1))
+    return (
+        "Knowledge base passages for the customer's last message:\n"
+        f"{passages}\n"
+        "Answer from these passages and the shop policies only. If they do not answer the "
+        "question, say so and offer to connect the customer with a human agent; never "
+        "invent a policy."
     )
 
 

@@ -46,4 +46,6 @@ def message_frame_data(message: Message) -> dict:
         "text": message.text,
         "created_at": message.created_at.isoformat(),
         "model_version": message.model_version.number if message.model_version_id else None,
+        "sources": message.sources,
+        "token_count": message.token_count,
     }

@@ -4,7 +4,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from channels.db import database_sync_to_async
@@ -12,9 +12,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from chatbot.knowledge.selectors import hits_sources
 from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish, frame_publish_on_commit
 from chatbot.models import Conversation, Message
-from chatbot.prompting import chat_messages
+from chatbot.prompting import chat_messages, system_prompt
 from chatbot.selectors import conversation_history, message_frame_data
 from chatbot.serving import gateway
 from chatbot.serving.loading import ModelLoadError
@@ -90,6 +91,7 @@ class BotReply:
     truncated: bool = False
     ttft_ms: int | None = None
     generation_ms: int | None = None
+    sources: list[dict] = field(default_factory=list)
 
 
 @transaction.atomic
@@ -106,6 +108,7 @@ def bot_message_store(*, reply: BotReply, target: ServingTarget) -> Message:
         time_to_first_token_ms=reply.ttft_ms,
         generation_ms=reply.generation_ms,
         truncated=reply.truncated,
+        sources=reply.sources,
     )
     Conversation.objects.filter(pk=reply.conversation_id).update(updated_at=timezone.now())
     data = message_frame_data(message)
@@ -154,6 +157,26 @@ def bot_reply_start(*, conversation_id: uuid.UUID) -> asyncio.Task:
     return task
 
 
+async def knowledge_retrieve(*, history: list[tuple[str, str]]) -> list | None:
+    """Knowledge-base passages for the last customer message; None when retrieval is off
+    or failed (the reply then goes ahead without it).
+
+    Runs in a pool thread with its own database connection, not on the event loop nor on
+    the shared ORM thread: embedding the question, or rebuilding a missing index, delays
+    only this reply.
+    """
+    from chatbot.knowledge.selectors import passages_search
+
+    question = next((text for role, text in reversed(history) if role == "customer"), None)
+    if not settings.KNOWLEDGE_RETRIEVAL or not question:
+        return None
+    try:
+        return await database_sync_to_async(passages_search, thread_sensitive=False)(query=question)
+    except Exception:  # noqa: BLE001 - a broken index must not stop the chat
+        log.exception("Knowledge retrieval failed; answering without it")
+        return None
+
+
 async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
     """Stream a reply to the conversation's group token by token, then store it whole."""
     group = conversation_group(conversation_id)
@@ -162,9 +185,12 @@ async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
         message_id=uuid.uuid4(), conversation_id=conversation_id, started_at=timezone.now()
     )
     start = time.perf_counter()
+    hits = await knowledge_retrieve(history=history)
+    reply.sources = hits_sources(hits or [])
+    messages = chat_messages(history, system=system_prompt(hits))
     try:
         target = await database_sync_to_async(active_serving_target)()
-        async for event in gateway.reply_stream(chat_messages(history), target):
+        async for event in gateway.reply_stream(messages, target):
             if event.kind == "token":
                 if reply.ttft_ms is None:
                     reply.ttft_ms = round((time.perf_counter() - start) * 1000)

@@ -124,12 +124,13 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "filesystem://"
     _broker_dir = DATA_DIR / "celery-broker"
-    for _sub in ("out", "processed"):
+    for _sub in ("out", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),
         "data_folder_processed": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
     }
 
 CELERY_TASK_SERIALIZER = "json"
@@ -206,6 +207,36 @@ LOGGING = {
     "loggers": {"django": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
 }
 
+# --- Retraining and promotion (training/) --------------------------------------------------
+TRAINING_MIN_NEW_FEEDBACK = env_int("TRAINING_MIN_NEW_FEEDBACK", 20)
+TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 600)
+TRAINING_GATE_PRIMARY_METRIC = env("TRAINING_GATE_PRIMARY_METRIC", "semantic_similarity")
+TRAINING_GATE_MIN_IMPROVEMENT = env_float("TRAINING_GATE_MIN_IMPROVEMENT", 0.005)
+TRAINING_GATE_MAX_QUALITY_DROP = env_float("TRAINING_GATE_MAX_QUALITY_DROP", 0.02)
+TRAINING_GATE_SAFETY_TOLERANCE = env_float("TRAINING_GATE_SAFETY_TOLERANCE", 0.0)
+
+# --- Agent console and feedback (feedback/) -----------------------------------------------
+# Conversations untouched for this many days are deleted by the daily purge (0 = keep all).
+FEEDBACK_RETENTION_DAYS = env_int("FEEDBACK_RETENTION_DAYS", 365)
+# The daily purge is a beat job (chatbot/schedule.py, editable in Django admin).
+# Automatic rollback of a promoted version that does worse in live service.
+LIVE_MONITOR_MIN_REPLIES = env_int("LIVE_MONITOR_MIN_REPLIES", 200)
+LIVE_MONITOR_ALPHA = env_float("LIVE_MONITOR_ALPHA", 0.01)
+LIVE_MONITOR_WINDOW_DAYS = env_int("LIVE_MONITOR_WINDOW_DAYS", 14)
+ADMINS = [("Admin", email) for email in env_list("DJANGO_ADMINS")]
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# --- Knowledge base and retrieval (chatbot/knowledge) --------------------------------------
+KNOWLEDGE_INDEX_PATH = Path(env("KNOWLEDGE_INDEX_PATH", str(DATA_DIR / "knowledge" / "index.npz")))
+# Passages put into the prompt, and the cosine similarity a passage needs to count.
+KNOWLEDGE_TOP_K = env_int("KNOWLEDGE_TOP_K", 3)
+KNOWLEDGE_MIN_SCORE = env_float("KNOWLEDGE_MIN_SCORE", 0.25)
+# Exact (flat) search below this many passages, an IVF index from there on.
+KNOWLEDGE_FLAT_MAX = env_int("KNOWLEDGE_FLAT_MAX", 20000)
+KNOWLEDGE_IVF_NPROBE = env_int("KNOWLEDGE_IVF_NPROBE", 16)
+KNOWLEDGE_RETRIEVAL = env_bool("KNOWLEDGE_RETRIEVAL", True)
+# The periodic index sync is a beat job (chatbot/schedule.py, editable in Django admin).
+LOGGING["loggers"]["faiss.loader"] = {"level": "WARNING"}
+
 # --- Training (training/config.py) ---------------------------------------------------------
 # Every TrainConfig field can be set as TRAINING_<FIELD> (e.g. TRAINING_LEARNING_RATE=1e-4).
 TRAINING_ENV = {
@@ -216,3 +247,8 @@ TRAINING_ENV = {
 # Filled into the dataset's {{...}} template slots (training/data/slots.py); empty = neutral text.
 SHOP_SUPPORT_PHONE = env("SHOP_SUPPORT_PHONE")
 SHOP_SUPPORT_HOURS = env("SHOP_SUPPORT_HOURS", "9am-6pm Monday to Friday")
+# Retraining runs: minimum cleaned training examples, evaluation size for the gate.
+TRAINING_MIN_EXAMPLES = env_int("TRAINING_MIN_EXAMPLES", 50)
+TRAINING_EVAL_CASES = env_int("TRAINING_EVAL_CASES", 40)
+TRAINING_EVAL_MAX_NEW_TOKENS = env_int("TRAINING_EVAL_MAX_NEW_TOKENS", 64)
+TRAINING_REGRESSION_MIN_SIMILARITY = env_float("TRAINING_REGRESSION_MIN_SIMILARITY", 0.6)

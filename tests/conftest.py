@@ -73,6 +73,18 @@ async def chat_socket():
     yield open_socket
     for communicator in opened:
         await communicator.disconnect()
+    await _reply_tasks_settle()
+
+
+async def _reply_tasks_settle(timeout: float = 30) -> None:
+    """Let bot replies still being generated finish inside this test's event loop."""
+    import asyncio
+
+    from chatbot import services
+
+    pending = [t for t in services._reply_tasks if not t.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
 
 
 async def frames_until(communicator, frame_type: str, *, timeout: float = 30) -> list[dict]:
@@ -190,3 +202,117 @@ def browser(monkeypatch):
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def celery_worker_proc(transactional_db, tiny_model_dir, tmp_path):
+    """Start a real Celery worker (solo pool) on Redis and the test database.
+
+    Returns start(**env) -> Popen; every worker started is stopped at teardown.
+    """
+    import subprocess
+    import sys
+    import time
+
+    from django.conf import settings
+
+    procs = []
+
+    def start(**extra_env):
+        db = settings.DATABASES["default"]
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
+            f"{db['PORT'] or 5432}/{db['NAME']}",
+            "CHAT_BASE_MODEL_PATH": str(tiny_model_dir),
+            "DATA_DIR": str(tmp_path / "worker-data"),
+            "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+            **{k: str(v) for k, v in extra_env.items()},
+        }
+        log_path = tmp_path / f"worker-{len(procs)}.log"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "chatbot",
+                "worker",
+                "--pool=solo",
+                "--queues=training,celery",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                f"--hostname=test{len(procs)}@%h",
+            ],
+            env=env,
+            stdout=open(log_path, "w"),  # noqa: SIM115 - the worker outlives this block
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+        proc.log_path = log_path
+        procs.append(proc)
+        for _ in range(300):
+            if "ready." in log_path.read_text():
+                return proc
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(log_path.read_text()[-3000:])
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except Exception:  # noqa: BLE001
+                proc.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_db_sessions(django_db_setup, django_db_blocker):
+    """Threads (engine callbacks, sync_to_async workers) can keep connections open; end
+    them before pytest-django drops the test database."""
+    yield
+    from django.db import DatabaseError, connection
+
+    if connection.vendor != "postgresql" or not connection.settings_dict["NAME"].startswith(
+        "test_"
+    ):
+        return
+    with django_db_blocker.unblock():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+        except DatabaseError:
+            pass  # nothing to end
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """Each test gets a new channel-layer instance (its Redis pools and locks belong to one
+    event loop, and every async test has its own) over an empty Redis database."""
+    from channels.layers import channel_layers
+    from django.conf import settings
+
+    channel_layers.backends.clear()
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        client.flushdb()
+        client.close()
+    yield
+    channel_layers.backends.clear()
+
+
+# --- Knowledge base (retrieval) ----------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def knowledge_index_path(settings, tmp_path) -> Path:
+    """Each test gets its own faiss index file (never the one under var/)."""
+    settings.KNOWLEDGE_INDEX_PATH = tmp_path / "knowledge" / "index.npz"
+    return settings.KNOWLEDGE_INDEX_PATH

@@ -37,6 +37,8 @@ class EvalReport:
     max_new_tokens: int
     seconds: float
     samples: list[dict] = field(default_factory=list)
+    # Per-case embedding similarity, in case order (regression cases are judged one by one).
+    case_similarity: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,8 +158,8 @@ def evaluate_artifact(
     """
     from rouge_score import rouge_scorer
 
+    from chatbot.knowledge.embedding import texts_embed
     from chatbot.serving.loading import model_load
-    from training.embeddings import texts_embed
     from training.train import system_prompt_for_training
 
     started = time.monotonic()
@@ -196,6 +198,7 @@ def evaluate_artifact(
         safety={check: safety[check] for check in SAFETY_CHECKS},
         max_new_tokens=max_new_tokens,
         seconds=round(time.monotonic() - started, 1),
+        case_similarity=[round(float(x), 4) for x in similarity],
         samples=[
             {"prompt": p[-1]["content"], "reference": r, "reply": o}
             for p, r, o in list(zip(prompts, references, replies, strict=True))[:3]

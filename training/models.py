@@ -41,6 +41,83 @@ class ModelVersion(models.Model):
         return f"v{self.number} ({self.status})"
 
 
+class VersionEvent(models.Model):
+    """Audit trail of the registry: who promoted, rejected or rolled back what, and why."""
+
+    class Action(models.TextChoices):
+        REGISTERED = "registered", "Registered"
+        PROMOTED = "promoted", "Promoted"
+        REJECTED = "rejected", "Rejected"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+        OVERRIDDEN = "overridden", "Promoted by override"
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.CharField(max_length=150)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.version} {self.action} by {self.actor}"
+
+
+class TrainingRun(models.Model):
+    """One retraining job: from the request through training and evaluation to the verdict."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATES = (Status.QUEUED, Status.RUNNING)
+
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    requested_by = models.CharField(max_length=150)
+    trigger = models.CharField(max_length=32, default="manual")  # manual | schedule | cli
+    stage = models.CharField(max_length=32, blank=True)  # data | train | evaluate | gate
+    progress = models.FloatField(default=0.0)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    loss_history = models.JSONField(default=list, blank=True)  # [{"step", "loss", "val_loss"?}]
+    config = models.JSONField(default=dict, blank=True)
+    candidate = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    outcome = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # Always True: with the constraint below, at most one queued or running run can exist.
+    exclusive = models.BooleanField(default=True, editable=False)
+    task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True)  # hostname:pid running it
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("manage_training", "Can start, cancel and judge training runs")]
+        constraints = [
+            # One training run at a time, enforced by the database itself.
+            models.UniqueConstraint(
+                fields=["exclusive"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="one_unfinished_training_run",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.status})"
+
+
 class SeedExample(models.Model):
     """A customer/agent exchange imported as seed corpus (e.g. the Bitext dev set)."""
 

@@ -1,6 +1,7 @@
 """Reading and seeding the model-version registry."""
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from training.models import ModelVersion
 
@@ -20,8 +21,138 @@ def base_version_ensure() -> ModelVersion:
                     "artifact_path": "",
                     "created_by": "system",
                     "status_reason": "base model",
+                    "activated_at": timezone.now(),
                 },
             )
     except IntegrityError:
         version = ModelVersion.objects.get(number=1)
     return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first() or version
+
+
+class RegistryError(Exception):
+    """A registry transition that is not allowed; the message says why."""
+
+
+def _event(version: ModelVersion, action: str, actor: str, reason: str) -> None:
+    from training.models import VersionEvent
+
+    VersionEvent.objects.create(version=version, action=action, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def version_create(
+    *,
+    parent: ModelVersion | None,
+    artifact_path: str = "",
+    base_path: str = "",
+    data_snapshot: str = "",
+    config: dict | None = None,
+    created_by: str,
+    status: str = ModelVersion.Status.TRAINING,
+) -> ModelVersion:
+    """Register a new version numbered after the highest so far."""
+    base_version_ensure()
+    last = ModelVersion.objects.select_for_update().order_by("-number").first()
+    version = ModelVersion.objects.create(
+        number=(last.number if last else 0) + 1,
+        status=status,
+        parent=parent,
+        artifact_path=artifact_path,
+        base_path=base_path,
+        data_snapshot=data_snapshot,
+        config=config or {},
+        created_by=created_by,
+    )
+    _event(version, "registered", created_by, f"status {status}")
+    return version
+
+
+def _servable_check(version: ModelVersion) -> None:
+    from pathlib import Path
+
+    from chatbot.serving.loading import ModelLoadError, artifact_check
+
+    if not version.artifact_path:
+        return  # the configured base model
+    try:
+        artifact_check(Path(version.artifact_path))
+    except ModelLoadError as exc:
+        raise RegistryError(f"v{version.number} cannot be served: {exc}") from exc
+
+
+@transaction.atomic
+def version_promote(
+    *, version_id: int, actor: str, reason: str, override: bool = False
+) -> ModelVersion:
+    """Make a candidate (or, by admin override, a rejected version) the active one.
+
+    Atomic: the old active version is retired in the same transaction, so exactly one
+    version is active at every moment. New replies use the new version from the next
+    message on; replies already streaming finish on the old one.
+    """
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    allowed = {ModelVersion.Status.CANDIDATE}
+    if override:
+        allowed |= {ModelVersion.Status.REJECTED, ModelVersion.Status.RETIRED}
+    if version.status not in allowed:
+        raise RegistryError(
+            f"v{version.number} is {version.status}; only "
+            f"{' or '.join(sorted(allowed))} versions can be promoted"
+            + ("" if override else " (an admin override can promote a rejected one)")
+        )
+    _servable_check(version)
+    _activate(version)
+    _event(version, "overridden" if override else "promoted", actor, reason)
+    return version
+
+
+def _activate(version: ModelVersion) -> None:
+    for old in ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE):
+        old.status = ModelVersion.Status.RETIRED
+        old.status_reason = f"replaced by v{version.number}"
+        old.save(update_fields=["status", "status_reason"])
+    version.status = ModelVersion.Status.ACTIVE
+    version.activated_at = timezone.now()
+    version.save(update_fields=["status", "activated_at"])
+
+
+@transaction.atomic
+def version_reject(*, version_id: int, actor: str, reason: str) -> ModelVersion:
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    if version.status not in (ModelVersion.Status.CANDIDATE, ModelVersion.Status.TRAINING):
+        raise RegistryError(f"v{version.number} is {version.status}; it cannot be rejected")
+    version.status = ModelVersion.Status.REJECTED
+    version.status_reason = reason
+    version.save(update_fields=["status", "status_reason"])
+    _event(version, "rejected", actor, reason)
+    return version
+
+
+@transaction.atomic
+def version_rollback(*, actor: str, reason: str, to_version_id: int | None = None) -> ModelVersion:
+    """Put an earlier version back in service: the one named, else the most recently
+    active retired version. The version rolled back from is retired with the reason."""
+    active = (
+        ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
+    )
+    if to_version_id is not None:
+        target = ModelVersion.objects.select_for_update().get(pk=to_version_id)
+    else:
+        target = (
+            ModelVersion.objects.select_for_update()
+            .filter(status=ModelVersion.Status.RETIRED, activated_at__isnull=False)
+            .order_by("-activated_at")
+            .first()
+        )
+    if target is None or (active and target.pk == active.pk):
+        raise RegistryError("There is no earlier version to roll back to.")
+    if target.status not in (ModelVersion.Status.RETIRED, ModelVersion.Status.CANDIDATE):
+        raise RegistryError(f"v{target.number} is {target.status}; it cannot be restored")
+    _servable_check(target)
+    _activate(target)
+    if active:
+        active.status_reason = f"rolled back to v{target.number}: {reason}"
+        active.save(update_fields=["status_reason"])
+        _event(active, "rolled_back", actor, f"to v{target.number}: {reason}")
+    _event(target, "promoted", actor, f"rollback: {reason}")
+    return target

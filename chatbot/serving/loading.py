@@ -2,6 +2,7 @@
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,12 @@ log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+# transformers switches torch's process-wide default dtype while it builds a model, so two
+# models loading at once in different threads (the chat model in bf16, the float32 embedding
+# model) can end up with each other's dtypes. Every model load in the process takes this lock.
+MODEL_LOAD_LOCK = threading.Lock()
 
 
 class ModelLoadError(Exception):
@@ -62,9 +69,14 @@ def model_load(
     """
     path = Path(path)
     kind = artifact_check(path)
+    torch_dtype = _torch_dtype(dtype)
+    with MODEL_LOAD_LOCK:
+        return _load(path, kind, base_path, dtype, torch_dtype)
+
+
+def _load(path: Path, kind: str, base_path, dtype: str, torch_dtype) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = _torch_dtype(dtype)
     try:
         if kind == "adapter":
             from peft import PeftModel

@@ -26,5 +26,13 @@ def warmup() -> None:
         close_old_connections()
 
 
+def warmup_all() -> None:
+    """One after the other: loading models in parallel threads races inside transformers."""
+    from chatbot.knowledge.services import knowledge_warmup
+
+    warmup()
+    knowledge_warmup()
+
+
 def warmup_in_background() -> None:
-    threading.Thread(target=warmup, name="model-warmup", daemon=True).start()
+    threading.Thread(target=warmup_all, name="warmup", daemon=True).start()

@@ -7,6 +7,15 @@
   const input = document.getElementById("message-input");
   const statusEl = document.getElementById("chat-status");
   const errorEl = document.getElementById("chat-error");
+  const humanButton = document.getElementById("human-button");
+  const banner = document.getElementById("handoff-banner");
+  const rateBar = document.getElementById("rate-bar");
+  const rateLabel = document.getElementById("rate-label");
+  const STATUS_NOTICE = {
+    waiting: "We're finding a person to help you. Please stay on this page.",
+    agent: "A person from our support team is answering you now.",
+    closed: "This conversation was closed. Thanks for chatting with us!",
+  };
   const AUTHOR = { customer: "You", bot: "Assistant", agent: "Agent", system: "Notice" };
   let socket = null;
   let retry = 0;
@@ -34,11 +43,77 @@
     return el;
   }
 
+  // The knowledge-base articles a bot reply was based on.
+  function renderSources(el, sources) {
+    let box = el.querySelector(".sources");
+    if (!sources || !sources.length) { if (box) box.remove(); return; }
+    if (!box) {
+      box = document.createElement("div");
+      box.className = "sources";
+      el.append(box);
+    }
+    box.textContent = "Sources: ";
+    sources.forEach((source, i) => {
+      const item = document.createElement("span");
+      item.className = "source";
+      item.textContent = source.title;
+      if (i) box.append(", ");
+      box.append(item);
+    });
+  }
+
   function render(message) {
     const el = bubble(message.message_id, message.role);
     el.classList.remove("streaming");
     el.querySelector(".text").textContent = message.text;
+    if (message.role === "bot" && message.message_id) addThumbs(el, message.message_id);
+    if (message.role === "bot" || message.role === "agent") rateBar.hidden = false;
+    renderSources(el, message.sources);
     list.scrollTop = list.scrollHeight;
+  }
+
+  // --- a person instead of the bot, and the customer's ratings ---------------------------
+  function send(frame) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) { showError("Not connected yet; please retry in a moment."); return false; }
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function addThumbs(el, id) {
+    if (el.querySelector(".thumbs")) return;
+    const box = document.createElement("span");
+    box.className = "thumbs";
+    for (const [value, label, title] of [["up", "Helpful", "This answer helped"], ["down", "Not helpful", "This answer did not help"]]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.value = value;
+      button.textContent = label;
+      button.title = title;
+      button.setAttribute("aria-label", title);
+      button.addEventListener("click", () => send({ type: "rate_message", message_id: id, value }));
+      box.append(button);
+    }
+    el.querySelector(".author").append(box);
+  }
+
+  function applyStatus(status, notice, agentName) {
+    const text = notice || STATUS_NOTICE[status] || "";
+    banner.hidden = !text || status === "bot";
+    banner.textContent = text;
+    banner.classList.toggle("with-agent", status === "agent");
+    humanButton.disabled = status === "waiting" || status === "agent";
+    humanButton.textContent = status === "agent" ? (agentName ? `Chatting with ${agentName}` : "Chatting with a person") : "Talk to a person";
+    if (status === "closed") { rateBar.hidden = false; rateLabel.textContent = "How did we do? Rate this conversation:"; }
+  }
+
+  function ratingSaved(frame) {
+    if (frame.target === "conversation") {
+      rateBar.querySelectorAll(".star").forEach((star) => star.classList.toggle("on", Number(star.dataset.score) <= frame.score));
+      rateLabel.textContent = "Thanks for your rating!";
+    } else {
+      const el = list.querySelector(`[data-message-id="${CSS.escape(frame.message_id)}"]`);
+      if (el) el.querySelectorAll(".thumbs button").forEach((b) => b.classList.toggle("chosen", b.dataset.value === frame.value));
+    }
   }
 
   function onFrame(frame) {
@@ -46,6 +121,13 @@
       case "history":
         if (frame.conversation_id) conversationId = frame.conversation_id;
         frame.messages.forEach(render);
+        applyStatus(frame.status);
+        break;
+      case "status":
+        applyStatus(frame.status, frame.notice, frame.agent_name);
+        break;
+      case "rating_saved":
+        ratingSaved(frame);
         break;
       case "conversation":
         conversationId = frame.conversation_id;
@@ -86,6 +168,10 @@
     };
   }
 
+  humanButton.addEventListener("click", () => send({ type: "request_human" }));
+  rateBar.querySelectorAll(".star").forEach((star) => {
+    star.addEventListener("click", () => send({ type: "rate_conversation", score: Number(star.dataset.score) }));
+  });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value.trim();

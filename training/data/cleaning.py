@@ -147,7 +147,7 @@ def near_duplicates_drop(examples: list[dict], *, threshold: float) -> list[dict
         return examples
     import faiss
 
-    from training.embeddings import texts_embed
+    from chatbot.knowledge.embedding import texts_embed
 
     vectors = texts_embed([example_text(e) for e in examples])
     index = faiss.IndexFlatIP(vectors.shape[1])

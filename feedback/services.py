@@ -1,0 +1,508 @@
+"""Writes for the agent console and customer feedback; each audits and publishes its event.
+
+Every function that changes a conversation's status locks the conversation row first
+(select_for_update), so concurrent agents are serialised: of two takeovers of the same
+conversation exactly one wins and the other gets a ConsoleActionError("already_taken").
+"""
+
+import logging
+from datetime import timedelta
+from uuid import UUID
+
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish_on_commit
+from chatbot.models import Conversation, Message
+from chatbot.services import (
+    EMPTY_REPLY_FALLBACK,
+    ChatInputError,
+    message_publish_on_commit,
+    message_text_clean,
+)
+from feedback.agents import agent_display_name, is_agent
+from feedback.handoff import handoff_reason_for
+from feedback.models import (
+    AgentNote,
+    AuditEvent,
+    ConversationReview,
+    Correction,
+    Flag,
+    MessageRating,
+    RegressionCase,
+)
+
+log = logging.getLogger(__name__)
+
+Status = Conversation.Status
+Action = AuditEvent.Action
+Reason = ConversationReview.HandoffReason
+
+STATUS_NOTICE = {
+    Status.BOT: "The assistant is answering again.",
+    Status.WAITING: "We're finding a person to help you. Please stay on this page.",
+    Status.AGENT: "{agent} from our support team has joined the chat.",
+    Status.CLOSED: "This conversation was closed. Thanks for chatting with us!",
+}
+
+
+class ConsoleActionError(Exception):
+    """An action that cannot be done; `code` is machine-readable, `detail` is for people."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def audit_log(
+    *,
+    actor,
+    action: str,
+    conversation_id: UUID | None = None,
+    message_id: UUID | None = None,
+    **detail,
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        actor=actor,
+        actor_name=actor.get_username() if actor else "",
+        action=action,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        detail=detail,
+    )
+
+
+def _locked(conversation_id) -> tuple[Conversation, ConversationReview]:
+    """The conversation row locked for this transaction, with its review row."""
+    try:
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+    except (Conversation.DoesNotExist, ValueError, ValidationError) as exc:
+        raise ConsoleActionError("not_found", "No such conversation.") from exc
+    review, _ = ConversationReview.objects.get_or_create(conversation=conversation)
+    return conversation, review
+
+
+def _bot_message(message_id) -> Message:
+    try:
+        return Message.objects.get(pk=message_id, role=Message.Role.BOT)
+    except (Message.DoesNotExist, ValueError, ValidationError) as exc:
+        raise ConsoleActionError("not_found", "No such bot reply.") from exc
+
+
+def _require_agent(user) -> None:
+    if not is_agent(user):
+        raise ConsoleActionError("forbidden", "Only support agents can do that.")
+
+
+def status_frame(conversation: Conversation, review: ConversationReview) -> dict:
+    agent = agent_display_name(review.handled_by) if review.handled_by_id else None
+    notice = STATUS_NOTICE[conversation.status].format(agent=agent or "An agent")
+    return {
+        "type": "status",
+        "conversation_id": str(conversation.id),
+        "status": conversation.status,
+        "agent_name": agent,
+        "handoff_reason": review.handoff_reason or None,
+        "notice": notice,
+    }
+
+
+def status_frame_for(*, conversation_id) -> dict:
+    review, _ = ConversationReview.objects.select_related(
+        "conversation", "handled_by"
+    ).get_or_create(conversation_id=conversation_id)
+    return status_frame(review.conversation, review)
+
+
+def _status_publish(conversation: Conversation, review: ConversationReview) -> None:
+    frame = status_frame(conversation, review)
+    frame_publish_on_commit(conversation_group(conversation.id), frame)
+    frame_publish_on_commit(AGENTS_GROUP, frame)
+
+
+def _review_publish(*, conversation_id, kind: str, actor, **extra) -> None:
+    """Tell the consoles that a conversation's review data changed (agents only)."""
+    frame = {
+        "type": "review",
+        "conversation_id": str(conversation_id),
+        "kind": kind,
+        "agent_name": agent_display_name(actor) if actor else None,
+        **extra,
+    }
+    frame_publish_on_commit(AGENTS_GROUP, frame)
+
+
+# --- handoff: customer and bot side ---------------------------------------------------------
+
+
+@transaction.atomic
+def human_request(*, conversation_id, reason: str, detail: str = "") -> bool:
+    """Mark the conversation as waiting for a human; False if a human is already involved."""
+    conversation, review = _locked(conversation_id)
+    if conversation.status in (Status.WAITING, Status.AGENT):
+        return False
+    conversation.status = Status.WAITING
+    conversation.save(update_fields=["status", "updated_at"])
+    review.handoff_reason = reason
+    review.handoff_detail = detail[:200]
+    review.handoff_at = timezone.now()
+    review.save(update_fields=["handoff_reason", "handoff_detail", "handoff_at"])
+    _status_publish(conversation, review)
+    return True
+
+
+def handoff_check(*, message: Message) -> bool:
+    """Apply the words rule to a stored customer message; True if a human was requested."""
+    previous = (
+        Message.objects.filter(
+            conversation_id=message.conversation_id,
+            role=Message.Role.BOT,
+            created_at__lte=message.created_at,
+        )
+        .order_by("-created_at")
+        .values_list("text", flat=True)
+        .first()
+    )
+    offered = bool(previous) and previous.endswith(EMPTY_REPLY_FALLBACK)
+    found = handoff_reason_for(message.text, human_offered=offered)
+    if found is None:
+        return False
+    reason, detail = found
+    return human_request(conversation_id=message.conversation_id, reason=reason, detail=detail)
+
+
+# --- live handling by agents ---------------------------------------------------------------
+
+
+@transaction.atomic
+def conversation_take_over(*, conversation_id, agent) -> Conversation:
+    """The agent starts answering; the bot stops. Exactly one of concurrent callers wins."""
+    _require_agent(agent)
+    conversation, review = _locked(conversation_id)
+    if conversation.status == Status.AGENT:
+        if review.handled_by_id == agent.pk:
+            return conversation
+        holder = agent_display_name(review.handled_by)
+        raise ConsoleActionError("already_taken", f"{holder} is already answering this one.")
+    if conversation.status == Status.CLOSED:
+        raise ConsoleActionError("closed", "This conversation is closed.")
+    previous = conversation.status
+    conversation.status = Status.AGENT
+    conversation.save(update_fields=["status", "updated_at"])
+    review.handled_by = agent
+    if review.assigned_to_id is None:
+        review.assigned_to = agent
+    if not review.handoff_reason:
+        review.handoff_reason = Reason.AGENT
+        review.handoff_at = timezone.now()
+    review.save()
+    audit_log(
+        actor=agent, action=Action.TAKE_OVER, conversation_id=conversation.id, previous=previous
+    )
+    _status_publish(conversation, review)
+    return conversation
+
+
+def _status_set(*, conversation_id, agent, status: str, action: str) -> Conversation:
+    _require_agent(agent)
+    conversation, review = _locked(conversation_id)
+    if conversation.status == status:
+        return conversation
+    previous = conversation.status
+    conversation.status = status
+    conversation.save(update_fields=["status", "updated_at"])
+    review.handled_by = None
+    review.save(update_fields=["handled_by"])
+    audit_log(actor=agent, action=action, conversation_id=conversation.id, previous=previous)
+    _status_publish(conversation, review)
+    return conversation
+
+
+@transaction.atomic
+def conversation_hand_back(*, conversation_id, agent) -> Conversation:
+    """The bot answers the customer's next messages again."""
+    return _status_set(
+        conversation_id=conversation_id, agent=agent, status=Status.BOT, action=Action.HAND_BACK
+    )
+
+
+@transaction.atomic
+def conversation_close(*, conversation_id, agent) -> Conversation:
+    return _status_set(
+        conversation_id=conversation_id, agent=agent, status=Status.CLOSED, action=Action.CLOSE
+    )
+
+
+@transaction.atomic
+def agent_message_send(*, conversation_id, agent, text: str) -> Message:
+    """Store the agent's message and deliver it live; only the agent holding it may write."""
+    _require_agent(agent)
+    try:
+        text = message_text_clean(text)
+    except ChatInputError as exc:
+        raise ConsoleActionError(exc.code, exc.detail) from exc
+    conversation, review = _locked(conversation_id)
+    if conversation.status != Status.AGENT or review.handled_by_id != agent.pk:
+        raise ConsoleActionError("take_over_first", "Take the conversation over first.")
+    conversation.save(update_fields=["updated_at"])
+    message = Message.objects.create(
+        conversation=conversation, role=Message.Role.AGENT, text=text, created_at=timezone.now()
+    )
+    audit_log(
+        actor=agent,
+        action=Action.AGENT_MESSAGE,
+        conversation_id=conversation.id,
+        message_id=message.id,
+    )
+    message_publish_on_commit(message)
+    return message
+
+
+@transaction.atomic
+def conversation_assign(*, conversation_id, agent, assignee_id: int | None) -> ConversationReview:
+    _require_agent(agent)
+    assignee = None
+    if assignee_id is not None:
+        assignee = get_user_model().objects.filter(pk=assignee_id).first()
+        if not is_agent(assignee):
+            raise ConsoleActionError("not_an_agent", "Conversations go to support agents only.")
+    conversation, review = _locked(conversation_id)
+    review.assigned_to = assignee
+    review.save(update_fields=["assigned_to"])
+    name = agent_display_name(assignee) if assignee else None
+    audit_log(actor=agent, action=Action.ASSIGN, conversation_id=conversation.id, assigned_to=name)
+    _review_publish(conversation_id=conversation.id, kind="assign", actor=agent, assigned_to=name)
+    return review
+
+
+# --- review: corrections, ratings, flags, notes ----------------------------------------------
+
+
+@transaction.atomic
+def correction_submit(*, message_id, agent, text: str) -> Correction:
+    """Keep the bot's reply and store what it should have said beside it (newest wins)."""
+    _require_agent(agent)
+    text = (text or "").strip()
+    if not text:
+        raise ConsoleActionError("empty_correction", "Write what the bot should have said.")
+    message = _bot_message(message_id)
+    correction = Correction.objects.create(message=message, text=text, agent=agent)
+    audit_log(
+        actor=agent,
+        action=Action.CORRECT,
+        conversation_id=message.conversation_id,
+        message_id=message.id,
+        correction_id=correction.id,
+    )
+    _review_publish(
+        conversation_id=message.conversation_id,
+        kind="correction",
+        actor=agent,
+        message_id=str(message.id),
+    )
+    return correction
+
+
+@transaction.atomic
+def message_rate(*, message_id, agent, value: str) -> MessageRating:
+    _require_agent(agent)
+    if value not in MessageRating.Value.values:
+        raise ConsoleActionError("bad_value", "Rate a reply good or bad.")
+    message = _bot_message(message_id)
+    rating, _ = MessageRating.objects.update_or_create(
+        message=message,
+        source=MessageRating.Source.AGENT,
+        agent=agent,
+        defaults={"value": value},
+    )
+    audit_log(
+        actor=agent,
+        action=Action.RATE,
+        conversation_id=message.conversation_id,
+        message_id=message.id,
+        value=value,
+    )
+    _review_publish(
+        conversation_id=message.conversation_id,
+        kind="rating",
+        actor=agent,
+        message_id=str(message.id),
+    )
+    return rating
+
+
+@transaction.atomic
+def message_flag(*, message_id, agent, reason: str, note: str = "") -> Flag:
+    _require_agent(agent)
+    if reason not in Flag.Reason.values:
+        raise ConsoleActionError("bad_reason", "Pick a reason for the flag.")
+    message = _bot_message(message_id)
+    flag = Flag.objects.create(message=message, reason=reason, note=note.strip()[:500], agent=agent)
+    audit_log(
+        actor=agent,
+        action=Action.FLAG,
+        conversation_id=message.conversation_id,
+        message_id=message.id,
+        reason=reason,
+    )
+    _review_publish(
+        conversation_id=message.conversation_id,
+        kind="flag",
+        actor=agent,
+        message_id=str(message.id),
+    )
+    return flag
+
+
+@transaction.atomic
+def note_add(*, conversation_id, agent, text: str) -> AgentNote:
+    _require_agent(agent)
+    text = (text or "").strip()
+    if not text:
+        raise ConsoleActionError("empty_note", "The note is empty.")
+    conversation, _review = _locked(conversation_id)
+    note = AgentNote.objects.create(conversation=conversation, agent=agent, text=text)
+    audit_log(actor=agent, action=Action.NOTE, conversation_id=conversation.id, note_id=note.id)
+    _review_publish(conversation_id=conversation.id, kind="note", actor=agent)
+    return note
+
+
+@transaction.atomic
+def conversation_mark_reviewed(*, conversation_id, agent) -> ConversationReview:
+    _require_agent(agent)
+    conversation, review = _locked(conversation_id)
+    review.reviewed_by = agent
+    review.reviewed_at = timezone.now()
+    review.save(update_fields=["reviewed_by", "reviewed_at"])
+    audit_log(actor=agent, action=Action.REVIEW, conversation_id=conversation.id)
+    _review_publish(conversation_id=conversation.id, kind="reviewed", actor=agent)
+    return review
+
+
+@transaction.atomic
+def regression_case_add(*, message_id, agent) -> RegressionCase:
+    """Turn a corrected bot reply into an evaluation case (again: refresh it to the newest
+    correction). The prompt is the conversation as the bot saw it."""
+    from feedback.exports import prompt_before
+
+    _require_agent(agent)
+    message = _bot_message(message_id)
+    correction = message.corrections.first()
+    if correction is None:
+        raise ConsoleActionError("not_corrected", "Correct the reply before adding it.")
+    case, created = RegressionCase.objects.update_or_create(
+        message=message,
+        defaults={
+            "prompt": prompt_before(message),
+            "expected": correction.text,
+            "conversation_id": message.conversation_id,
+            "created_by": agent,
+            "is_active": True,
+        },
+    )
+    audit_log(
+        actor=agent,
+        action=Action.REGRESSION_ADD,
+        conversation_id=message.conversation_id,
+        message_id=message.id,
+        case_id=case.id,
+        created=created,
+    )
+    return case
+
+
+# --- the customer's own feedback -------------------------------------------------------------
+
+
+@transaction.atomic
+def customer_conversation_rate(*, conversation_id, score) -> ConversationReview:
+    """The customer's 1-5 rating of their conversation; rating again replaces it."""
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise ConsoleActionError("invalid_score", "Rate the conversation from 1 to 5.")
+    conversation, review = _locked(conversation_id)
+    review.customer_rating = score
+    review.customer_rated_at = timezone.now()
+    review.save(update_fields=["customer_rating", "customer_rated_at"])
+    _review_publish(
+        conversation_id=conversation.id, kind="customer_rating", actor=None, score=score
+    )
+    return review
+
+
+CUSTOMER_THUMBS = {"up": MessageRating.Value.GOOD, "down": MessageRating.Value.BAD}
+
+
+@transaction.atomic
+def customer_message_rate(*, conversation_id, message_id, value: str) -> MessageRating:
+    """Thumbs up/down on one bot reply of the customer's own conversation."""
+    if value not in CUSTOMER_THUMBS:
+        raise ConsoleActionError("invalid_value", 'Send "up" or "down".')
+    try:
+        message = Message.objects.get(
+            pk=message_id, conversation_id=conversation_id, role=Message.Role.BOT
+        )
+    except (Message.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
+        raise ConsoleActionError("message_not_found", "No such reply in this chat.") from exc
+    rating, _ = MessageRating.objects.update_or_create(
+        message=message,
+        source=MessageRating.Source.CUSTOMER,
+        defaults={"value": CUSTOMER_THUMBS[value]},
+    )
+    _review_publish(
+        conversation_id=conversation_id,
+        kind="customer_thumbs",
+        actor=None,
+        message_id=str(message.id),
+        value=value,
+    )
+    return rating
+
+
+# --- data protection -----------------------------------------------------------------------
+
+
+@transaction.atomic
+def customer_data_delete(*, session_key: str, actor=None) -> dict:
+    """Delete everything stored about one customer (their browser session): conversations,
+    messages, corrections, ratings, flags, notes, regression cases made from them, and the
+    session itself. Audit entries about those conversations keep who/what/when only."""
+    if not session_key:
+        raise ConsoleActionError("no_customer", "Name the customer's session.")
+    ids = list(Conversation.objects.filter(session_key=session_key).values_list("id", flat=True))
+    cases = RegressionCase.objects.filter(conversation_id__in=ids).delete()[0]
+    AuditEvent.objects.filter(conversation_id__in=ids).update(detail={})
+    messages = Message.objects.filter(conversation_id__in=ids).count()
+    Conversation.objects.filter(pk__in=ids).delete()
+    Session.objects.filter(session_key=session_key).delete()
+    counts = {"conversations": len(ids), "messages": messages, "regression_cases": cases}
+    audit_log(actor=actor, action=Action.CUSTOMER_DATA_DELETE, **counts)
+    log.info("Deleted customer data: %s", counts)
+    return counts
+
+
+@transaction.atomic
+def conversations_purge(*, older_than_days: int, actor=None) -> int:
+    """Delete conversations untouched for `older_than_days` (not ones a human is handling).
+
+    Regression cases survive: they hold copies of their prompt and expected reply.
+    """
+    if older_than_days <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    old = Conversation.objects.filter(updated_at__lt=cutoff).exclude(
+        status__in=[Status.WAITING, Status.AGENT]
+    )
+    ids = list(old.values_list("id", flat=True))
+    if not ids:
+        return 0
+    AuditEvent.objects.filter(conversation_id__in=ids).update(detail={})
+    Conversation.objects.filter(pk__in=ids).delete()
+    audit_log(actor=actor, action=Action.PURGE, conversations=len(ids), days=older_than_days)
+    return len(ids)

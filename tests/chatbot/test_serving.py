@@ -1,0 +1,100 @@
+"""Prompt fitting, the engine's continuous batching, and checkpoint loading."""
+
+import threading
+
+import pytest
+
+from chatbot.prompting import chat_messages, prompt_fit
+from chatbot.serving.engine import Engine, GenerationParams, engine_timing_probe
+from chatbot.serving.loading import ModelLoadError, model_load
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_model_dir):
+    return model_load(tiny_model_dir)
+
+
+def prompt_length(tokenizer, messages) -> int:
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return len(ids if isinstance(ids, list) else ids["input_ids"])
+
+
+def test_history_is_cut_oldest_first_to_fit_the_context(tiny_loaded):
+    tokenizer = tiny_loaded.tokenizer
+    history = []
+    for i in range(40):
+        history += [("customer", f"question number {i} about my order"), ("bot", f"answer {i}")]
+    history.append(("customer", "and the last question?"))
+    messages = chat_messages(history, system="You are a shop assistant.")
+    fitted = prompt_fit(tokenizer, messages, budget=200)
+    assert prompt_length(tokenizer, fitted) <= 200
+    assert fitted[0] == messages[0]  # the system prompt stays
+    assert fitted[-1]["content"] == "and the last question?"
+    assert fitted[1]["role"] == "user"  # starts with the customer
+    assert len(fitted) < len(messages)
+    assert fitted[1:] == messages[-(len(fitted) - 1) :]  # a suffix of the conversation
+
+
+def test_an_overlong_last_message_is_cut_to_fit(tiny_loaded):
+    tokenizer = tiny_loaded.tokenizer
+    messages = chat_messages([("customer", "refund " * 500)], system="Be brief.")
+    fitted = prompt_fit(tokenizer, messages, budget=120)
+    assert prompt_length(tokenizer, fitted) <= 120
+
+
+def test_continuous_batching_gives_the_same_greedy_text_as_one_at_a_time(tiny_loaded):
+    engine = Engine(tiny_loaded, max_batch=8)
+    params = GenerationParams(max_new_tokens=12, context_tokens=512)
+    questions = [f"Where is parcel {i}? " * (i + 1) for i in range(6)]
+    alone = [
+        engine_timing_probe(engine, chat_messages([("customer", q)], system="Hi"), params)["text"]
+        for q in questions
+    ]
+    together = [None] * len(questions)
+
+    def ask(i):
+        messages = chat_messages([("customer", questions[i])], system="Hi")
+        together[i] = engine_timing_probe(engine, messages, params)["text"]
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(questions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    engine.stop()
+    assert together == alone
+    assert all(alone)
+
+
+def test_missing_and_corrupt_checkpoints_are_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        model_load(tmp_path / "nowhere")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    (broken / "model.safetensors").write_bytes(b"not really weights")
+    with pytest.raises(ModelLoadError, match="Could not load"):
+        model_load(broken)
+
+
+def test_models_loading_at_once_in_two_threads_keep_their_own_dtypes(tiny_model_dir, monkeypatch):
+    """Server start loads the chat model (bf16) and the embedding model (float32) together."""
+    import torch
+
+    from chatbot.knowledge import embedding
+
+    monkeypatch.setattr(embedding, "_model", None)
+    results = {}
+    threads = [
+        threading.Thread(
+            target=lambda: results.update(chat=model_load(tiny_model_dir, dtype="bfloat16"))
+        ),
+        threading.Thread(target=lambda: results.update(embed=embedding.embedding_model())),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert {p.dtype for p in results["chat"].model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in results["embed"][1].parameters()} == {torch.float32}
+    assert embedding.texts_embed(["hello"]).shape == (1, embedding.DIMENSION)

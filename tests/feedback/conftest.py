@@ -1,0 +1,78 @@
+import pytest
+from django.utils import timezone
+
+from chatbot.models import Conversation, Message
+
+PASSWORD = "s3cret-Agent-pass"
+
+
+def login_cookie(user) -> str:
+    """A session id for `user`, as the browser would carry after logging in."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+@pytest.fixture
+def make_agent(db):
+    from feedback.agents import agent_create
+
+    def make(username="alice", **kwargs):
+        return agent_create(username=username, password=PASSWORD, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def agent(make_agent):
+    return make_agent("alice", first_name="Alice")
+
+
+@pytest.fixture
+def make_conversation(db):
+    """A conversation from (role, text) turns; returns (conversation, [messages])."""
+
+    def make(turns, *, session_key="customer-1", status=Conversation.Status.BOT):
+        conversation = Conversation.objects.create(session_key=session_key, status=status)
+        start = timezone.now()
+        messages = [
+            Message.objects.create(
+                conversation=conversation,
+                role=role,
+                text=text,
+                created_at=start + timezone.timedelta(seconds=i),
+            )
+            for i, (role, text) in enumerate(turns)
+        ]
+        return conversation, messages
+
+    return make
+
+
+@pytest.fixture
+async def agent_socket(chat_socket):
+    """Open /ws/agent/ with a session cookie; every socket is disconnected at the end.
+
+    Built on `chat_socket`, whose teardown (after this one) settles reply tasks and resets
+    the channel layer once every socket of the test is closed."""
+    from channels.testing import WebsocketCommunicator
+
+    from chatbot.asgi import application
+    from tests.conftest import ws_headers
+
+    opened = []
+
+    async def open_socket(session_key=None):
+        communicator = WebsocketCommunicator(
+            application, "/ws/agent/", headers=ws_headers(session_key)
+        )
+        connected, code = await communicator.connect()
+        opened.append(communicator)
+        return connected, code, communicator
+
+    yield open_socket
+    for communicator in opened:
+        await communicator.disconnect()

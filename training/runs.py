@@ -1,0 +1,275 @@
+"""Retraining runs: request, execute (data -> train -> evaluate -> gate), cancel, reap.
+
+`run_execute` is what the Celery task calls; it is idempotent (a run that is no longer
+queued is left alone) and never touches the active version unless the gate says promote.
+"""
+
+import logging
+import os
+import socket
+from dataclasses import asdict
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from training import pipeline
+from training.gate import GatePolicy, gate_decide
+from training.models import ModelVersion, TrainingRun
+from training.registry import (
+    base_version_ensure,
+    version_create,
+    version_promote,
+    version_reject,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TrainingBusy(Exception):
+    """Another run is queued or running; only one at a time."""
+
+    def __init__(self, run: TrainingRun | None):
+        self.run = run
+        super().__init__(
+            f"Training run {run.pk} is already {run.status}; wait for it or cancel it."
+            if run
+            else "Another training run is already queued or running."
+        )
+
+
+class RunCancelled(Exception):
+    pass
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_unfinished() -> TrainingRun | None:
+    return TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATES).first()
+
+
+def run_request(
+    *, requested_by: str, trigger: str = "manual", config: dict | None = None
+) -> TrainingRun:
+    """Queue a retraining run, refusing while another is queued or running."""
+    busy = run_unfinished()
+    if busy:
+        raise TrainingBusy(busy)
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(
+                requested_by=requested_by, trigger=trigger, config=config or {}
+            )
+    except IntegrityError as exc:  # lost a race with a concurrent request
+        raise TrainingBusy(run_unfinished()) from exc
+
+    def enqueue() -> None:
+        from training.tasks import retrain
+
+        result = retrain.apply_async(args=[run.pk], queue="training")
+        TrainingRun.objects.filter(pk=run.pk).update(task_id=result.id or "")
+
+    transaction.on_commit(enqueue)
+    return run
+
+
+def run_cancel(*, run_id: int, actor: str) -> TrainingRun:
+    """Cancel a queued run at once; ask a running one to stop at its next step."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status == TrainingRun.Status.QUEUED:
+            _finish(run, TrainingRun.Status.CANCELLED, outcome=f"cancelled by {actor}")
+        elif run.status == TrainingRun.Status.RUNNING:
+            run.cancel_requested = True
+            run.save(update_fields=["cancel_requested"])
+    return run
+
+
+def _finish(run: TrainingRun, status: str, *, outcome: str = "", error: str = "") -> None:
+    run.status = status
+    run.outcome = outcome or run.outcome
+    run.error = error
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "outcome", "error", "finished_at"])
+
+
+def _claim(run_id: int) -> TrainingRun | None:
+    """queued -> running, exactly once (redelivered tasks find nothing to do)."""
+    now = timezone.now()
+    claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker=worker_name(),
+        stage="data",
+    )
+    return TrainingRun.objects.get(pk=run_id) if claimed else None
+
+
+def _progress_recorder(run_id: int):
+    def record(report: dict) -> None:
+        """Store a progress report from the trainer; stop the run if cancel was asked."""
+        update = {"heartbeat_at": timezone.now()}
+        for key in ("step", "total_steps", "progress", "stage"):
+            if key in report:
+                update[key] = report[key]
+        TrainingRun.objects.filter(pk=run_id).update(**update)
+        if "loss" in report or "val_loss" in report:
+            point = {k: report[k] for k in ("step", "epoch", "loss", "val_loss") if k in report}
+            run = TrainingRun.objects.get(pk=run_id)
+            run.loss_history = [*run.loss_history, point]
+            run.save(update_fields=["loss_history"])
+        if TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists():
+            raise RunCancelled()
+
+    return record
+
+
+def gate_policy() -> GatePolicy:
+    return GatePolicy(
+        primary_metric=settings.TRAINING_GATE_PRIMARY_METRIC,
+        min_improvement=settings.TRAINING_GATE_MIN_IMPROVEMENT,
+        max_quality_drop=settings.TRAINING_GATE_MAX_QUALITY_DROP,
+        safety_tolerance=settings.TRAINING_GATE_SAFETY_TOLERANCE,
+    )
+
+
+def run_execute(run_id: int) -> TrainingRun | None:
+    """Carry a queued run through data, training, evaluation and the promotion gate."""
+    run = _claim(run_id)
+    if run is None:
+        log.info("Run %s is not queued any more; nothing to do", run_id)
+        return None
+    candidate = None
+    record = _progress_recorder(run.pk)
+    try:
+        active = base_version_ensure()
+        snapshot = pipeline.snapshot_build(progress=record)
+        record({"stage": "train"})
+        candidate = version_create(
+            parent=active,
+            data_snapshot=snapshot.name,
+            config=run.config,
+            created_by=f"training run {run.pk} ({run.requested_by})",
+        )
+        TrainingRun.objects.filter(pk=run.pk).update(candidate=candidate)
+        trained = pipeline.train(
+            snapshot=snapshot,
+            parent=active,
+            version_number=candidate.number,
+            overrides=run.config,
+            progress=record,
+        )
+        candidate.artifact_path = trained.artifact_path
+        candidate.base_path = trained.base_path
+        candidate.config = trained.config
+        candidate.status = ModelVersion.Status.CANDIDATE
+        candidate.metrics = {"training": trained.metrics}
+        candidate.save()
+
+        record({"stage": "evaluate", "progress": 0.9})
+        active_metrics = pipeline.version_evaluate(active)
+        candidate_metrics = pipeline.version_evaluate(candidate)
+        decision = gate_decide(
+            candidate=candidate_metrics, active=active_metrics, policy=gate_policy()
+        )
+        candidate.metrics = {
+            **candidate.metrics,
+            "evaluation": candidate_metrics,
+            "compared_with": {"version": active.number, "evaluation": active_metrics},
+            "gate": asdict(decision),
+        }
+        candidate.save(update_fields=["metrics"])
+        actor = f"gate (run {run.pk})"
+        if decision.promote:
+            version_promote(version_id=candidate.pk, actor=actor, reason=decision.summary)
+        else:
+            version_reject(version_id=candidate.pk, actor=actor, reason=decision.summary)
+        run.refresh_from_db()
+        run.progress = 1.0
+        run.stage = "done"
+        run.save(update_fields=["progress", "stage"])
+        _finish(
+            run, TrainingRun.Status.SUCCEEDED, outcome=f"v{candidate.number}: {decision.summary}"
+        )
+    except RunCancelled:
+        _abandon(candidate, "cancelled")
+        run.refresh_from_db()
+        _finish(run, TrainingRun.Status.CANCELLED, outcome="cancelled while running")
+    except Exception as exc:  # noqa: BLE001 - any failure ends the run, shown with its error
+        log.exception("Training run %s failed", run.pk)
+        _abandon(candidate, f"training failed: {exc}")
+        run.refresh_from_db()
+        _finish(run, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+    return TrainingRun.objects.get(pk=run.pk)
+
+
+def _abandon(candidate: ModelVersion | None, reason: str) -> None:
+    if candidate is None:
+        return
+    candidate.refresh_from_db()
+    if candidate.status in (ModelVersion.Status.TRAINING, ModelVersion.Status.CANDIDATE):
+        version_reject(version_id=candidate.pk, actor="training run", reason=reason)
+
+
+def runs_reap_stale(*, stale_after_seconds: int | None = None) -> list[int]:
+    """Mark as failed the running runs whose worker is gone.
+
+    A run is stale when its worker process on this host no longer exists, or when it has
+    sent no heartbeat for `stale_after_seconds` (workers on other hosts). Called when a
+    worker starts and periodically by beat.
+    """
+    stale_after = stale_after_seconds or settings.TRAINING_STALE_AFTER_SECONDS
+    host = socket.gethostname()
+    now = timezone.now()
+    reaped = []
+    for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING):
+        run_host, _, pid = run.worker.rpartition(":")
+        gone = run_host == host and pid.isdigit() and not _process_alive(int(pid))
+        silent = run.heartbeat_at and (now - run.heartbeat_at).total_seconds() > stale_after
+        if gone or silent:
+            why = "its worker process died" if gone else f"no heartbeat for {stale_after} s"
+            with transaction.atomic():
+                locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+                if locked.status != TrainingRun.Status.RUNNING:
+                    continue
+                _abandon(locked.candidate, f"worker lost: {why}")
+                _finish(locked, TrainingRun.Status.FAILED, error=f"Worker lost: {why}.")
+            reaped.append(run.pk)
+    return reaped
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped by its parent) is gone for our purposes.
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:\tZ") for line in status)
+    except OSError:
+        return False
+
+
+def feedback_since(moment) -> int:
+    """New agent corrections and rated replies since `moment` (what makes a retrain due)."""
+    return pipeline.feedback_count_since(moment)
+
+
+def retrain_if_due(*, min_feedback: int | None = None) -> TrainingRun | None:
+    """Queue a run when enough new feedback arrived since the last run started."""
+    needed = settings.TRAINING_MIN_NEW_FEEDBACK if min_feedback is None else min_feedback
+    last = TrainingRun.objects.exclude(status=TrainingRun.Status.CANCELLED).first()
+    since = last.created_at if last else None
+    new = feedback_since(since)
+    if new < needed or run_unfinished():
+        log.info("Retrain not due: %s new feedback items (need %s)", new, needed)
+        return None
+    return run_request(requested_by="schedule", trigger="schedule")
