@@ -39,6 +39,8 @@ def default_model_convert(target: Path) -> Path:
     # plain floats by now, so drop the quantizer marker.
     model.hf_quantizer = None
     model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config  # else Trainer refuses it as "quantized"
     partial = target.with_name(target.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(partial)
