@@ -37,7 +37,7 @@ QUESTIONS = [
     "When will my refund show up on my card?",
     "How do I delete my account?",
     "Is there a fee for returns?",
-    "Can I speak to a human agent?",
+    "Can I order a gift card for a friend?",  # (asking for a human would hand off: no bot reply)
     "Do you have a newsletter I can unsubscribe from?",
     "I received the wrong item in my parcel.",
     "How do I update my billing information?",
@@ -69,12 +69,15 @@ async def ask(base: str, question: str) -> dict:
     url = base.replace("http", "ws", 1) + "/ws/chat/"
     headers = {"Cookie": cookie, "Origin": base}
     async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
-        json.loads(await ws.recv())  # history
+        json.loads(await asyncio.wait_for(ws.recv(), 60))  # history
         start = time.perf_counter()
         await ws.send(json.dumps({"type": "customer_message", "text": question}))
         first = last = None
         while True:
-            frame = json.loads(await ws.recv())
+            try:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 120))
+            except TimeoutError as exc:
+                raise RuntimeError(f"No reply to {question!r} (handed off to a human?)") from exc
             if frame["type"] == "token":
                 last = time.perf_counter()
                 first = first or last

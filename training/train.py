@@ -123,19 +123,15 @@ def _progress_callback(progress: Progress | None, phase: str):
 
 
 def base_model_load(base_path: str):
-    """The base model in float32 for training. A folder converted from GGUF keeps a stale
-    `quantization_config` although its weights are plain floats; Trainer refuses to train a
-    "quantized" model, so that entry is dropped."""
+    """The base model in float32 for training (a stale GGUF marker in its config dropped)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    from chatbot.serving.loading import ModelLoadError, artifact_check
+    from chatbot.serving.loading import ModelLoadError, artifact_check, model_config_load
 
     try:
         artifact_check(Path(base_path))
-        config = AutoConfig.from_pretrained(base_path)
-        if getattr(config, "quantization_config", {}).get("quant_method") == "gguf":
-            del config.quantization_config
+        config = model_config_load(base_path)
         model = AutoModelForCausalLM.from_pretrained(base_path, config=config, dtype=torch.float32)
     except (ModelLoadError, OSError, ValueError) as exc:
         raise TrainingError(f"Base model {base_path} is not loadable: {exc}") from exc

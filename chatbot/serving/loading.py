@@ -53,6 +53,22 @@ def artifact_check(path: Path) -> str:
     return "full"
 
 
+def model_config_load(path: str | Path):
+    """The model's config, minus a stale GGUF `quantization_config`.
+
+    A folder converted from GGUF by older code keeps that marker although its weights are
+    plain floats; transformers would then route every matmul through its GGUF kernels
+    (slower) and Trainer would refuse to train it.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    marker = getattr(config, "quantization_config", None)
+    if isinstance(marker, dict) and marker.get("quant_method") == "gguf":
+        del config.quantization_config
+    return config
+
+
 def _torch_dtype(name: str):
     import torch
 
@@ -84,11 +100,15 @@ def _load(path: Path, kind: str, base_path, dtype: str, torch_dtype) -> LoadedMo
             if not base_path:
                 raise ModelLoadError(f"Adapter {path} needs a base model path.")
             artifact_check(Path(base_path))
-            base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
+            base = AutoModelForCausalLM.from_pretrained(
+                base_path, config=model_config_load(base_path), dtype=torch_dtype
+            )
             model = PeftModel.from_pretrained(base, path).merge_and_unload()
             tokenizer_dir = path if (path / "tokenizer_config.json").exists() else base_path
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, config=model_config_load(path), dtype=torch_dtype
+            )
             tokenizer_dir = path
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     except ModelLoadError:
