@@ -1,16 +1,15 @@
 """The customer chat socket at /ws/chat/ (protocol in README.md)."""
 
-import json
 import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatbot import selectors, services
 from chatbot.live import conversation_group
 from chatbot.ratelimit import SlidingWindowLimit
+from chatbot.sockets import JsonFrameConsumer
 from feedback import services as feedback_services
 from feedback.models import ConversationReview
 
@@ -45,7 +44,7 @@ def _log_customer_message(session_key, conversation, text):
     return conversation, message, answer, status
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(JsonFrameConsumer):
     """Thin: parse a frame, call a service, relay live frames from the conversation group."""
 
     conversation = None
@@ -84,20 +83,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conversation = conversation
         await self.channel_layer.group_add(conversation_group(conversation.id), self.channel_name)
 
-    async def receive(self, text_data=None, bytes_data=None):
-        try:
-            frame = json.loads(text_data) if text_data is not None else None
-        except ValueError:
-            frame = None
-        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-            await self.error("bad_frame", 'Send a JSON object with a "type" field.')
-            return
-        if frame["type"] == "customer_message":
+    async def frame_received(self, frame: dict, kind: str) -> None:
+        if kind == "customer_message":
             await self.customer_message(frame.get("text"))
-        elif frame["type"] in self.feedback_frames:
-            await getattr(self, frame["type"])(frame)
+        elif kind in self.feedback_frames:
+            await getattr(self, kind)(frame)
         else:
-            await self.error("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
+            await self.unknown_type(kind)
 
     async def customer_message(self, text) -> None:
         try:
@@ -181,12 +173,3 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.error(exc.code, exc.detail)
             return
         await self.send_json({"type": "rating_saved", **saved})
-
-    async def frame_send(self, event):
-        await self.send_json(event["frame"])
-
-    async def send_json(self, frame: dict) -> None:
-        await self.send(text_data=json.dumps(frame))
-
-    async def error(self, code: str, detail: str) -> None:
-        await self.send_json({"type": "error", "code": code, "detail": detail})

@@ -5,15 +5,14 @@ agents group (new conversations, messages, status changes, review activity) and,
 watching one conversation, that conversation's group (the bot's tokens as they stream).
 """
 
-import json
 from uuid import UUID
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chatbot import selectors as chat_selectors
 from chatbot.live import AGENTS_GROUP, conversation_group
 from chatbot.models import Conversation
+from chatbot.sockets import JsonFrameConsumer
 from feedback import selectors, services
 from feedback.agents import agent_display_name, is_agent
 
@@ -39,7 +38,7 @@ def _hello(user) -> dict:
     }
 
 
-class AgentConsumer(AsyncWebsocketConsumer):
+class AgentConsumer(JsonFrameConsumer):
     """Thin: check the agent, parse a frame, call one service, relay group frames."""
 
     watching: UUID | None = None
@@ -66,18 +65,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 conversation_group(self.watching), self.channel_name
             )
 
-    async def receive(self, text_data=None, bytes_data=None):
-        try:
-            frame = json.loads(text_data) if text_data is not None else None
-        except ValueError:
-            frame = None
-        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-            await self.error("bad_frame", 'Send a JSON object with a "type" field.')
-            return
-        kind = frame["type"]
+    async def frame_received(self, frame: dict, kind: str) -> None:
         conversation_id = _uuid(frame.get("conversation_id"))
         if kind not in self.actions and kind != "watch":
-            await self.error("unknown_type", f"Unknown frame type {kind[:40]!r}.")
+            await self.unknown_type(kind)
         elif conversation_id is None:
             await self.error("not_found", "No such conversation.", action=kind)
         elif kind == "watch":
@@ -112,16 +103,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         )
 
     async def frame_send(self, event):
-        await self.send_json(event["frame"])
+        await super().frame_send(event)
         if event["frame"]["type"] == "status":
             count = await database_sync_to_async(selectors.waiting_count)()
             await self.send_json({"type": "waiting", "count": count})
-
-    async def send_json(self, frame: dict) -> None:
-        await self.send(text_data=json.dumps(frame))
-
-    async def error(self, code: str, detail: str, **extra) -> None:
-        await self.send_json({"type": "error", "code": code, "detail": detail, **extra})
 
 
 def _uuid(value) -> UUID | None:
