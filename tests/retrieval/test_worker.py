@@ -1,10 +1,6 @@
 """A real Celery worker on Redis keeps the index in step with saved articles."""
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +8,6 @@ from chatbot.knowledge import services
 from chatbot.knowledge.index import IndexUnreadable, index_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for_index(predicate, timeout=90.0) -> bool:
@@ -28,52 +22,14 @@ def wait_for_index(predicate, timeout=90.0) -> bool:
     return False
 
 
-@pytest.fixture
-def celery_worker(settings, knowledge_index_path, tmp_path):
+def test_worker_indexes_saved_and_unpublished_articles(
+    settings, celery_worker_proc, knowledge_index_path
+):
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL")
-    db = settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "KNOWLEDGE_INDEX_PATH": str(knowledge_index_path),
-        "DATA_DIR": str(tmp_path / "data"),
-    }
-    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "chatbot",
-            "worker",
-            "--pool=solo",
-            "--purge",
-            "--queues=celery",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=INFO",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-
-
-def test_worker_indexes_saved_and_unpublished_articles(celery_worker, tmp_path):
+    worker = celery_worker_proc(KNOWLEDGE_INDEX_PATH=knowledge_index_path)
     # At start the worker builds the (missing) index for the empty knowledge base.
-    assert wait_for_index(lambda ids: ids == set()), (tmp_path / "worker.log").read_text()
+    assert wait_for_index(lambda ids: ids == set()), worker.log_path.read_text()
     article, _ = services.article_upsert(
         slug="gift-wrapping",
         title="Gift wrapping",
@@ -81,6 +37,6 @@ def test_worker_indexes_saved_and_unpublished_articles(celery_worker, tmp_path):
     )
     assert wait_for_index(
         lambda ids: ids and ids == set(article.passages.values_list("pk", flat=True))
-    ), (tmp_path / "worker.log").read_text()[-3000:]
+    ), worker.log_path.read_text()[-3000:]
     services.article_publish_set(article=article, published=False)
     assert wait_for_index(lambda ids: ids == set())
