@@ -3,9 +3,10 @@
 from django.conf import settings
 
 
-def system_prompt(knowledge: list | None = None) -> str:
+def system_prompt(knowledge: list | None = None, *, approved: str | None = None) -> str:
     """The system prompt; with `knowledge` (retrieval hits, possibly none) it also carries
-    the knowledge-base passages and says what to do when they do not cover the question."""
+    the knowledge-base passages and says what to do when they do not cover the question.
+    An `approved` answer (the shop's answer to a very similar question) comes first."""
     prompt = (
         f"You are the customer-service assistant of {settings.SHOP_NAME}, an online shop. "
         f"Your tone is {settings.SHOP_TONE}. Answer the customer's question directly and "
@@ -14,6 +15,11 @@ def system_prompt(knowledge: list | None = None) -> str:
         f"Shop policies: {settings.SHOP_POLICIES} "
         f"Support email: {settings.SHOP_SUPPORT_EMAIL}."
     )
+    if approved:
+        prompt += (
+            "\n\nThe support team's approved answer to a very similar customer question: "
+            f'"{approved}"\nGive the customer this answer; never contradict it.'
+        )
     if knowledge is None:
         return prompt
     return prompt + "\n\n" + knowledge_section(knowledge)

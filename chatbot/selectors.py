@@ -48,4 +48,5 @@ def message_frame_data(message: Message) -> dict:
         "model_version": message.model_version.number if message.model_version_id else None,
         "sources": message.sources,
         "token_count": message.token_count,
+        "reply_kind": message.reply_kind,
     }

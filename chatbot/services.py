@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -12,14 +13,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chatbot.knowledge.selectors import hits_sources
+from chatbot.approved.services import answer_used
+from chatbot.approved.store import AnswerMatch
+from chatbot.grounding import grounding_find
 from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish, frame_publish_on_commit
 from chatbot.models import Conversation, Message
-from chatbot.prompting import chat_messages, system_prompt
+from chatbot.prompting import chat_messages
 from chatbot.selectors import conversation_history, message_frame_data
 from chatbot.serving import gateway
 from chatbot.serving.loading import ModelLoadError
-from chatbot.serving.versions import ServingTarget, active_serving_target
+from chatbot.serving.versions import active_serving_target
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +95,11 @@ class BotReply:
     ttft_ms: int | None = None
     generation_ms: int | None = None
     sources: list[dict] = field(default_factory=list)
+    kind: str = "model"  # or "approved": an approved answer given word for word
 
 
 @transaction.atomic
-def bot_message_store(*, reply: BotReply, target: ServingTarget) -> Message:
+def bot_message_store(*, reply: BotReply, version_id: int | None) -> Message:
     """Store a finished bot reply in one write, with the version that produced it."""
     message = Message.objects.create(
         id=reply.message_id,
@@ -103,12 +107,13 @@ def bot_message_store(*, reply: BotReply, target: ServingTarget) -> Message:
         role=Message.Role.BOT,
         text=reply.text,
         created_at=reply.started_at,
-        model_version_id=target.version_id,
+        model_version_id=version_id,
         token_count=reply.token_count,
         time_to_first_token_ms=reply.ttft_ms,
         generation_ms=reply.generation_ms,
         truncated=reply.truncated,
         sources=reply.sources,
+        reply_kind=reply.kind,
     )
     Conversation.objects.filter(pk=reply.conversation_id).update(updated_at=timezone.now())
     data = message_frame_data(message)
@@ -157,26 +162,6 @@ def bot_reply_start(*, conversation_id: uuid.UUID) -> asyncio.Task:
     return task
 
 
-async def knowledge_retrieve(*, history: list[tuple[str, str]]) -> list | None:
-    """Knowledge-base passages for the last customer message; None when retrieval is off
-    or failed (the reply then goes ahead without it).
-
-    Runs in a pool thread with its own database connection, not on the event loop nor on
-    the shared ORM thread: embedding the question, or rebuilding a missing index, delays
-    only this reply.
-    """
-    from chatbot.knowledge.selectors import passages_search
-
-    question = next((text for role, text in reversed(history) if role == "customer"), None)
-    if not settings.KNOWLEDGE_RETRIEVAL or not question:
-        return None
-    try:
-        return await database_sync_to_async(passages_search, thread_sensitive=False)(query=question)
-    except Exception:  # noqa: BLE001 - a broken index must not stop the chat
-        log.exception("Knowledge retrieval failed; answering without it")
-        return None
-
-
 async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
     """Stream a reply to the conversation's group token by token, then store it whole."""
     group = conversation_group(conversation_id)
@@ -185,9 +170,14 @@ async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
         message_id=uuid.uuid4(), conversation_id=conversation_id, started_at=timezone.now()
     )
     start = time.perf_counter()
-    hits = await knowledge_retrieve(history=history)
-    reply.sources = hits_sources(hits or [])
-    messages = chat_messages(history, system=system_prompt(hits))
+    question = next((text for role, text in reversed(history) if role == "customer"), None)
+    # Its own pool thread and database connection: neither the event loop nor the shared
+    # ORM thread waits on the embedding.
+    grounding = await database_sync_to_async(grounding_find, thread_sensitive=False)(question)
+    reply.sources = grounding.sources()
+    if grounding.verbatim:
+        return await approved_reply_send(reply, grounding.approved, start=start)
+    messages = chat_messages(history, system=grounding.system())
     try:
         target = await database_sync_to_async(active_serving_target)()
         async for event in gateway.reply_stream(messages, target):
@@ -222,4 +212,27 @@ async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
         frame = {"type": "token", "message_id": str(reply.message_id), "text": piece}
         await frame_publish(group, frame)
     reply.generation_ms = round((time.perf_counter() - start) * 1000)
-    return await database_sync_to_async(bot_message_store)(reply=reply, target=target)
+    return await database_sync_to_async(bot_message_store)(
+        reply=reply, version_id=target.version_id
+    )
+
+
+# Word-sized pieces, leading whitespace attached, so the pieces join back to the text.
+_PIECE = re.compile(r"\s*\S+")
+
+
+async def approved_reply_send(reply: BotReply, match: AnswerMatch, *, start: float) -> Message:
+    """Answer with the approved text itself, streamed word by word like a generated reply,
+    stored as reply_kind "approved" (no model version wrote it)."""
+    group = conversation_group(reply.conversation_id)
+    for piece in _PIECE.findall(match.answer):
+        if reply.ttft_ms is None:
+            reply.ttft_ms = round((time.perf_counter() - start) * 1000)
+        reply.text += piece
+        await frame_publish(
+            group, {"type": "token", "message_id": str(reply.message_id), "text": piece}
+        )
+    reply.kind = "approved"
+    reply.generation_ms = round((time.perf_counter() - start) * 1000)
+    await database_sync_to_async(answer_used)(answer_id=match.answer_id)
+    return await database_sync_to_async(bot_message_store)(reply=reply, version_id=None)

@@ -234,6 +234,13 @@ KNOWLEDGE_MIN_SCORE = env_float("KNOWLEDGE_MIN_SCORE", 0.25)
 KNOWLEDGE_FLAT_MAX = env_int("KNOWLEDGE_FLAT_MAX", 20000)
 KNOWLEDGE_IVF_NPROBE = env_int("KNOWLEDGE_IVF_NPROBE", 16)
 KNOWLEDGE_RETRIEVAL = env_bool("KNOWLEDGE_RETRIEVAL", True)
+# Approved-answer memory (chatbot/approved): a customer question this close (MiniLM cosine)
+# to one an agent corrected gets the approved answer in the prompt; from the verbatim score on,
+# the approved text itself is the reply. Measured by benchmarks/calibrate_memory.py and
+# benchmarks/bench_loop.py (README "Approved answers").
+APPROVED_ANSWERS = env_bool("APPROVED_ANSWERS", True)
+APPROVED_MATCH_MIN_SCORE = env_float("APPROVED_MATCH_MIN_SCORE", 0.60)
+APPROVED_VERBATIM_MIN_SCORE = env_float("APPROVED_VERBATIM_MIN_SCORE", 0.75)
 # The periodic index sync is a beat job (chatbot/schedule.py, editable in Django admin).
 LOGGING["loggers"]["faiss.loader"] = {"level": "WARNING"}
 

@@ -224,6 +224,7 @@ class AuditEvent(models.Model):
         REGRESSION_ADD = "regression_add", "Added to the regression set"
         CUSTOMER_DATA_DELETE = "customer_data_delete", "Deleted a customer's data"
         PURGE = "purge", "Purged old conversations"
+        ANSWER_REVOKE = "answer_revoke", "Revoked an approved answer"
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

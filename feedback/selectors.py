@@ -13,7 +13,7 @@ from django.db.models import (
     Subquery,
 )
 
-from chatbot.models import Conversation, Message
+from chatbot.models import ApprovedAnswer, Conversation, Message
 from feedback.agents import CONSOLE_PERMISSION
 from feedback.models import (
     AGENT_GROUP_NAME,
@@ -154,3 +154,32 @@ def agents_list() -> list:
         .distinct()
         .order_by("username")
     )
+
+
+ANSWER_STATES = {"active": "In use", "revoked": "Revoked", "all": "All"}
+
+
+@dataclass(frozen=True)
+class AnswerQuery:
+    state: str = "active"
+    text: str = ""
+
+    @classmethod
+    def from_params(cls, params) -> "AnswerQuery":
+        state = params.get("state", "active")
+        return cls(
+            state=state if state in ANSWER_STATES else "active",
+            text=params.get("q", "").strip()[:200],
+        )
+
+
+def approved_answers(*, query: AnswerQuery, limit: int = 200) -> QuerySet:
+    """The approved-answer memory for the console, most recently changed first."""
+    queryset = ApprovedAnswer.objects.select_related("message")
+    if query.state != "all":
+        queryset = queryset.filter(active=query.state == "active")
+    if query.text:
+        queryset = queryset.filter(
+            Q(question__icontains=query.text) | Q(answer__icontains=query.text)
+        )
+    return queryset.order_by("-updated_at", "-id")[:limit]

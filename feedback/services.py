@@ -15,6 +15,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from chatbot.approved import services as approved
+from chatbot.approved.models import ApprovedAnswer
 from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish_on_commit
 from chatbot.models import Conversation, Message
 from chatbot.services import (
@@ -294,12 +296,17 @@ def correction_submit(*, message_id, agent, text: str) -> Correction:
         raise ConsoleActionError("empty_correction", "Write what the bot should have said.")
     message = _bot_message(message_id)
     correction = Correction.objects.create(message=message, text=text, agent=agent)
+    # At once into the approved-answer memory: the next customer asking this gets it.
+    remembered = approved.answer_record(
+        message=message, answer=text, author=agent, origin=ApprovedAnswer.Origin.CORRECTION
+    )
     audit_log(
         actor=agent,
         action=Action.CORRECT,
         conversation_id=message.conversation_id,
         message_id=message.id,
         correction_id=correction.id,
+        approved_answer_id=remembered.pk if remembered else None,
     )
     _review_publish(
         conversation_id=message.conversation_id,
@@ -322,12 +329,14 @@ def message_rate(*, message_id, agent, value: str) -> MessageRating:
         agent=agent,
         defaults={"value": value},
     )
+    remembered = _approval_remember(message=message, agent=agent, value=value)
     audit_log(
         actor=agent,
         action=Action.RATE,
         conversation_id=message.conversation_id,
         message_id=message.id,
         value=value,
+        approved_answer_id=remembered,
     )
     _review_publish(
         conversation_id=message.conversation_id,
@@ -336,6 +345,62 @@ def message_rate(*, message_id, agent, value: str) -> MessageRating:
         message_id=str(message.id),
     )
     return rating
+
+
+def _approval_remember(*, message: Message, agent, value: str) -> int | None:
+    """A reply rated good (and never corrected) becomes an approved answer; rated bad, an
+    approval of it leaves the memory. Corrections stay whatever the original's rating."""
+    if message.corrections.exists():
+        return None
+    if value == MessageRating.Value.GOOD:
+        record = approved.answer_record(
+            message=message,
+            answer=message.text,
+            author=agent,
+            origin=ApprovedAnswer.Origin.APPROVED_REPLY,
+        )
+        return record.pk if record else None
+    approved.answer_revoke_for_message(
+        message=message, origin=ApprovedAnswer.Origin.APPROVED_REPLY, by=agent
+    )
+    return None
+
+
+@transaction.atomic
+def approved_answer_revoke(*, answer_id, agent) -> ApprovedAnswer:
+    """Take an approved answer out of the memory (the console's "Revoke")."""
+    _require_agent(agent)
+    try:
+        record = approved.answer_revoke(answer_id=int(answer_id), by=agent)
+    except (ApprovedAnswer.DoesNotExist, ValueError, TypeError) as exc:
+        raise ConsoleActionError("not_found", "No such approved answer.") from exc
+    message = record.message
+    audit_log(
+        actor=agent,
+        action=Action.ANSWER_REVOKE,
+        conversation_id=message.conversation_id,
+        message_id=message.id,
+        approved_answer_id=record.pk,
+    )
+    _review_publish(
+        conversation_id=message.conversation_id,
+        kind="answer_revoked",
+        actor=agent,
+        message_id=str(message.id),
+    )
+    return record
+
+
+@transaction.atomic
+def approved_answer_edit(*, answer_id, agent, text: str) -> Correction:
+    """Change an approved answer's text: a new correction of the reply it answers (so the
+    edit also trains, and the history of texts is kept)."""
+    _require_agent(agent)
+    try:
+        record = ApprovedAnswer.objects.get(pk=int(answer_id))
+    except (ApprovedAnswer.DoesNotExist, ValueError, TypeError) as exc:
+        raise ConsoleActionError("not_found", "No such approved answer.") from exc
+    return correction_submit(message_id=record.message_id, agent=agent, text=text)
 
 
 @transaction.atomic

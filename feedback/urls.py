@@ -22,4 +22,6 @@ urlpatterns = [
         name="conversation_action",
     ),
     path("m/<uuid:message_id>/<slug:action>/", views.message_action, name="message_action"),
+    path("answers/", views.approved_answers, name="answers"),
+    path("answers/<int:answer_id>/<slug:action>/", views.answer_action, name="answer_action"),
 ]

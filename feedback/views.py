@@ -114,14 +114,28 @@ MESSAGE_ACTIONS = {
 }
 
 
-def _respond(request: HttpRequest, conversation_id, *, ok: bool, detail: str) -> HttpResponse:
+ANSWER_ACTIONS = {
+    "revoke": (
+        services.approved_answer_revoke,
+        _no_fields,
+        "Revoked: the bot no longer gives this answer.",
+    ),
+    "edit": (
+        services.approved_answer_edit,
+        _text,
+        "Saved: the bot gives the new text from now on (kept as a correction).",
+    ),
+}
+
+
+def _respond(request: HttpRequest, back_to: str, *, ok: bool, detail: str) -> HttpResponse:
     if "application/json" in request.headers.get("Accept", ""):
         return JsonResponse({"ok": ok, "detail": detail}, status=200 if ok else 409)
     (messages.success if ok else messages.error)(request, detail)
-    return redirect("feedback:conversation", conversation_id=conversation_id)
+    return redirect(back_to)
 
 
-def _run(request, entry, back_to, **ids) -> HttpResponse:
+def _run(request, entry, back_to: str, **ids) -> HttpResponse:
     service, fields, done = entry
     try:
         service(agent=request.user, **ids, **fields(request.POST))
@@ -130,13 +144,18 @@ def _run(request, entry, back_to, **ids) -> HttpResponse:
     return _respond(request, back_to, ok=True, detail=done)
 
 
+def _conversation_url(conversation_id) -> str:
+    return reverse("feedback:conversation", kwargs={"conversation_id": conversation_id})
+
+
 @require_POST
 @agent_required
 def conversation_action(request: HttpRequest, conversation_id, action: str) -> HttpResponse:
     if action not in CONVERSATION_ACTIONS:
         raise Http404("Unknown action.")
     entry = CONVERSATION_ACTIONS[action]
-    return _run(request, entry, conversation_id, conversation_id=conversation_id)
+    back_to = _conversation_url(conversation_id)
+    return _run(request, entry, back_to, conversation_id=conversation_id)
 
 
 @require_POST
@@ -150,7 +169,32 @@ def message_action(request: HttpRequest, message_id, action: str) -> HttpRespons
     if conversation_id is None:
         raise Http404("No such message.")
     entry = MESSAGE_ACTIONS[action]
-    response = _run(request, entry, conversation_id, message_id=message_id)
+    response = _run(request, entry, _conversation_url(conversation_id), message_id=message_id)
     if response.status_code == 302:
         response["Location"] += f"#m-{message_id}"
     return response
+
+
+@require_GET
+@agent_required
+def approved_answers(request: HttpRequest) -> HttpResponse:
+    """What the bot answers word for word or from its prompt: list, edit, revoke."""
+    query = selectors.AnswerQuery.from_params(request.GET)
+    return render(
+        request,
+        "feedback/answers.html",
+        {
+            "answers": selectors.approved_answers(query=query),
+            "query": query,
+            "waiting": selectors.waiting_count(),
+        },
+    )
+
+
+@require_POST
+@agent_required
+def answer_action(request: HttpRequest, answer_id: int, action: str) -> HttpResponse:
+    if action not in ANSWER_ACTIONS:
+        raise Http404("Unknown action.")
+    back_to = reverse("feedback:answers") + f"#a-{answer_id}"
+    return _run(request, ANSWER_ACTIONS[action], back_to, answer_id=answer_id)

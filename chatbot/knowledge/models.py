@@ -6,11 +6,9 @@ from django.db import models
 class Article(models.Model):
     class Kind(models.TextChoices):
         ARTICLE = "article", "Knowledge-base article"
-        ANSWER = "answer", "Answer memory (approved agent correction)"
 
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.ARTICLE)
-    # Stable key for idempotent imports (the Markdown file name) and for answer memory
-    # (the caller's source id, e.g. "correction:42").
+    # Stable key for idempotent imports (the Markdown file name).
     slug = models.SlugField(max_length=200, unique=True)
     title = models.CharField(max_length=200)
     body = models.TextField(help_text="Markdown.")

@@ -15,7 +15,7 @@ import numpy as np
 from django.conf import settings
 
 from chatbot.knowledge.index import IndexUnreadable, KnowledgeIndex, index_load, index_search
-from chatbot.knowledge.models import Article, Passage
+from chatbot.knowledge.models import Passage
 
 log = logging.getLogger(__name__)
 
@@ -119,17 +119,13 @@ def passages_search(*, query: str, k: int | None = None, min_score: float | None
 
 
 def hits_sources(hits: list[Hit]) -> list[dict]:
-    """Citations for a reply: one per article, best score first, safe to show customers
-    (answer memory is cited generically, never by the earlier customer's question)."""
-    from chatbot.knowledge.services import ANSWER_MEMORY_TITLE
-
+    """Citations for a reply: one per article, best score first."""
     sources: dict[int, dict] = {}
     for hit in hits:
         if hit.article_id not in sources:
-            title = ANSWER_MEMORY_TITLE if hit.kind == Article.Kind.ANSWER else hit.title
             sources[hit.article_id] = {
                 "article_id": hit.article_id,
-                "title": title,
+                "title": hit.title,
                 "kind": hit.kind,
                 "score": hit.score,
             }

@@ -39,8 +39,6 @@ from chatbot.knowledge.models import Article, Passage
 
 log = logging.getLogger(__name__)
 
-ANSWER_MEMORY_TITLE = "Earlier answer from our support team"
-
 
 def index_path() -> Path:
     return Path(settings.KNOWLEDGE_INDEX_PATH)
@@ -149,41 +147,6 @@ def articles_reembed() -> int:
     for article_id in ids:
         article_passages_refresh(article_id=article_id)
     return len(ids)
-
-
-# --- Answer memory (approved agent corrections) -------------------------------------------
-
-
-def answer_memory_slug(source_id: str) -> str:
-    short = hashlib.sha256(source_id.encode()).hexdigest()[:12]
-    return f"answer-{slugify(source_id)[:150]}-{short}"
-
-
-def answer_memory_index(*, question: str, answer: str, source_id: str) -> Article:
-    """Remember an approved answer so that similar questions retrieve it.
-
-    For the feedback app: call it when an agent's correction is approved (again after an
-    edit: same `source_id` updates it), inside or outside a transaction. The question and
-    answer go into the model's prompt for later customers, so pass them PII-masked. The
-    customer sees only a generic source title, never the question.
-    """
-    article, _changed = article_upsert(
-        slug=answer_memory_slug(source_id),
-        title=question.strip()[:200] or source_id,
-        body=f"Question: {question.strip()}\n\nAnswer: {answer.strip()}",
-        tags=f"source:{source_id}"[:300],
-        kind=Article.Kind.ANSWER,
-    )
-    return article
-
-
-def answer_memory_remove(*, source_id: str) -> bool:
-    """Forget an answer (correction withdrawn or rejected); False if it was not indexed."""
-    article = Article.objects.filter(slug=answer_memory_slug(source_id)).first()
-    if article is None:
-        return False
-    article_delete(article=article)
-    return True
 
 
 # --- The index ------------------------------------------------------------------------------

@@ -179,34 +179,6 @@ def test_recall_at_3_on_paraphrased_questions(demo_kb):
     assert recall >= 0.9, misses
 
 
-def test_answer_memory_is_retrieved_and_cited_generically(
-    celery_eager, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        services.answer_memory_index(
-            question="Do you sell gift cards for a friend's birthday?",
-            answer="Yes: digital gift cards from 10 to 200, sent by email on the day you pick.",
-            source_id="correction:7",
-        )
-    hits = selectors.passages_search(query="can I buy a gift card for someone")
-    assert hits and hits[0].kind == "answer" and "200" in hits[0].text
-    sources = selectors.hits_sources(hits)
-    assert sources[0]["title"] == services.ANSWER_MEMORY_TITLE
-    assert "birthday" not in str(sources)
-    # Same source id again updates rather than duplicates.
-    with django_capture_on_commit_callbacks(execute=True):
-        services.answer_memory_index(
-            question="Do you sell gift cards?",
-            answer="Yes, from 10 to 300.",
-            source_id="correction:7",
-        )
-    assert Article.objects.filter(kind="answer").count() == 1
-    with django_capture_on_commit_callbacks(execute=True):
-        assert services.answer_memory_remove(source_id="correction:7")
-    assert selectors.passages_search(query="can I buy a gift card for someone") == []
-    assert not services.answer_memory_remove(source_id="correction:7")
-
-
 def test_index_layout_follows_size_and_updates_in_place(settings):
     from chatbot.knowledge.index import index_build, index_search, index_update
 
