@@ -37,10 +37,14 @@ def main() -> None:
     rows = [json.loads(line) for line in CORPUS.open(encoding="utf-8") if line.strip()]
     questions = [r["customer"] for r in rows]
     intents = np.array([r["intent"] for r in rows])
+    category_of = {r["intent"]: r["category"] for r in rows}
     vectors = texts_embed(questions)
     all_intents = sorted(set(intents))
     totals = {
-        t: {"answerable": 0, "matched": 0, "right": 0, "false_unanswerable": 0} for t in THRESHOLDS
+        t: dict.fromkeys(
+            ("answerable", "matched", "right", "same_category", "false_unanswerable"), 0
+        )
+        for t in THRESHOLDS
     }
     unanswerable_total = 0
     for repeat in range(args.repeats):
@@ -58,27 +62,35 @@ def main() -> None:
         matched_intent = intents[memory][best]
         answerable = np.array([intents[i] in covered for i in asked])
         right = matched_intent == intents[asked]
+        near = np.array(
+            [
+                category_of[a] == category_of[b]
+                for a, b in zip(matched_intent, intents[asked], strict=True)
+            ]
+        )
         unanswerable_total += int((~answerable).sum())
         for t in THRESHOLDS:
             hit = best_score >= t
             totals[t]["answerable"] += int(answerable.sum())
             totals[t]["matched"] += int(hit.sum())
             totals[t]["right"] += int((hit & right).sum())
+            totals[t]["same_category"] += int((hit & near).sum())
             totals[t]["false_unanswerable"] += int((hit & ~answerable).sum())
     print(
         f"{len(rows)} questions, {len(all_intents)} intents; {len(all_intents) // 3} intents "
         f"with {args.per_intent} approved answers each; {args.repeats} draws"
     )
-    print("threshold  coverage(answerable matched right)  precision  unanswerable matched")
+    print(
+        "threshold | answerable questions matched right | precision (same intent) | "
+        "precision (same category) | unanswerable questions matched"
+    )
     for t in THRESHOLDS:
         n = totals[t]
         coverage = n["right"] / max(1, n["answerable"])
         precision = n["right"] / max(1, n["matched"])
+        category = n["same_category"] / max(1, n["matched"])
         false_rate = n["false_unanswerable"] / max(1, unanswerable_total)
-        print(
-            f"  {t:.2f}     {coverage:6.3f}                            {precision:6.3f}"
-            f"     {false_rate:6.3f}"
-        )
+        print(f"{t:.2f} | {coverage:.3f} | {precision:.3f} | {category:.3f} | {false_rate:.3f}")
 
 
 if __name__ == "__main__":

@@ -239,8 +239,8 @@ KNOWLEDGE_RETRIEVAL = env_bool("KNOWLEDGE_RETRIEVAL", True)
 # the approved text itself is the reply. Measured by benchmarks/calibrate_memory.py and
 # benchmarks/bench_loop.py (README "Approved answers").
 APPROVED_ANSWERS = env_bool("APPROVED_ANSWERS", True)
-APPROVED_MATCH_MIN_SCORE = env_float("APPROVED_MATCH_MIN_SCORE", 0.60)
-APPROVED_VERBATIM_MIN_SCORE = env_float("APPROVED_VERBATIM_MIN_SCORE", 0.75)
+APPROVED_MATCH_MIN_SCORE = env_float("APPROVED_MATCH_MIN_SCORE", 0.55)
+APPROVED_VERBATIM_MIN_SCORE = env_float("APPROVED_VERBATIM_MIN_SCORE", 0.65)
 # The periodic index sync is a beat job (chatbot/schedule.py, editable in Django admin).
 LOGGING["loggers"]["faiss.loader"] = {"level": "WARNING"}
 

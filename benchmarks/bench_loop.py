@@ -1,0 +1,329 @@
+"""The learning loop measured as a shop lives it: customers ask, agents correct, the bot
+answers the next customers from memory at once, a retrain makes the model learn it.
+
+Run with `make bench-loop` (real SmolLM2-135M, a throwaway SQLite database and data folder,
+the seed corpus shipped in training/seed_data, default settings except the shop's name and
+policies and retrieval off to isolate memory and model). The scenario is
+benchmarks/loop_scenario.py: 3 topics, agents correct `--per-topic` replies on each; 8
+held-out paraphrases per topic and 10 questions on other subjects are asked only here.
+
+Phases, each through the chat socket like a browser:
+  before   base model, empty memory
+  memory   right after the corrections (approved-answer memory, base model): (a)
+  retrain  `manage.py retrain --inline` (data, train, evaluate, gate); stage times
+  model    the retrained model alone (APPROVED_ANSWERS=0): (b)
+  both     retrained model and memory: (c)
+Prints, per phase, the share of held-out paraphrases whose reply states the corrected facts,
+approved answers given to unrelated questions, raw {{slot}} counts, and the gate's metrics.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_chat import free_port, session_cookie  # noqa: E402
+from loop_scenario import CONTROL, SHOP_NAME, SHOP_POLICIES, TOPICS  # noqa: E402
+
+SLOT = re.compile(r"\{\{[^}]*\}\}")
+
+
+def bench_env(data_dir: str) -> dict:
+    env = {
+        **os.environ,
+        "DATA_DIR": data_dir,
+        "SHOP_NAME": SHOP_NAME,
+        "SHOP_POLICIES": SHOP_POLICIES,
+        "KNOWLEDGE_RETRIEVAL": "0",
+        "CHAT_RATE_LIMIT_MESSAGES": "1000",
+        "SERVING_WARMUP": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "chatbot.settings",
+    }
+    env.pop("DATABASE_URL", None)  # a throwaway SQLite database in DATA_DIR
+    env.pop("REDIS_URL", None)
+    return env
+
+
+def manage(env: dict, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+class Server:
+    """daphne with the app, as `make run` starts it (model warmed up at start)."""
+
+    def __init__(self, env: dict, **extra: str):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+            + ["--access-log", os.devnull, "chatbot.asgi:application"],
+            cwd=ROOT,
+            env={**env, **extra},
+        )
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(self.base + "/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("The app did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+async def ask(base: str, question: str) -> dict:
+    """One new customer asks one question; the finished bot_message frame, timed."""
+    cookie = await asyncio.to_thread(session_cookie, base)
+    url = base.replace("http", "ws", 1) + "/ws/chat/"
+    async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": base}) as ws:
+        await asyncio.wait_for(ws.recv(), 60)  # history
+        await ws.send(json.dumps({"type": "customer_message", "text": question}))
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 300))
+            if frame["type"] == "bot_message":
+                frame["finished_at"] = time.time()
+                return frame
+            if frame["type"] in ("error", "status"):
+                return {**frame, "text": "", "finished_at": time.time()}
+
+
+async def ask_all(base: str, questions: list[str], *, at_once: int = 4) -> list[dict]:
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(question: str) -> dict:
+        async with gate:
+            return await ask(base, question)
+
+    return await asyncio.gather(*(one(q) for q in questions))
+
+
+def phase_measure(base: str) -> dict:
+    """Ask every held-out paraphrase and control question once; score the replies."""
+    held = [(topic, q) for topic in TOPICS for q in topic.held_out]
+    replies = asyncio.run(ask_all(base, [q for _, q in held] + list(CONTROL)))
+    held_replies, control_replies = replies[: len(held)], replies[len(held) :]
+    per_topic = {}
+    for topic in TOPICS:
+        mine = [r for (t, _), r in zip(held, held_replies, strict=True) if t is topic]
+        per_topic[topic.name] = sum(topic.states_facts(r["text"]) for r in mine) / len(mine)
+    stated = sum(t.states_facts(r["text"]) for (t, _), r in zip(held, held_replies, strict=True))
+    approved = [r for r in held_replies if r.get("reply_kind") == "approved"]
+    return {
+        "facts_stated": stated / len(held),
+        "per_topic": per_topic,
+        "answered_verbatim_from_memory": len(approved) / len(held),
+        "memory_in_prompt": sum(
+            1
+            for r in held_replies
+            if r.get("reply_kind") != "approved"
+            and any(s.get("kind") == "approved" for s in r.get("sources", []))
+        )
+        / len(held),
+        "control_given_approved_answer": sum(
+            1
+            for r in control_replies
+            if any(s.get("kind") == "approved" for s in r.get("sources", []))
+        )
+        / len(CONTROL),
+        "raw_slots": sum(len(SLOT.findall(r["text"])) for r in replies),
+        "replies": [
+            {"question": q, "topic": t.name, "kind": r.get("reply_kind"), "text": r["text"]}
+            for (t, q), r in zip(held, held_replies, strict=True)
+        ],
+        "_finished": [r["finished_at"] for r in held_replies],
+    }
+
+
+def corrections_make(base: str, env: dict, per_topic: int) -> float:
+    """Customers ask; an agent corrects every reply with the topic's policy (the console's
+    service). Returns when the last correction was saved (epoch seconds)."""
+    questions = [(topic, q) for topic in TOPICS for q in topic.asked[:per_topic]]
+    replies = asyncio.run(ask_all(base, [q for _, q in questions]))
+    corrections = [
+        {"message_id": r["message_id"], "text": t.policy}
+        for (t, _), r in zip(questions, replies, strict=True)
+        if r.get("message_id")
+    ]
+    script = (
+        "import json, sys, time\n"
+        "from feedback.agents import agent_create\n"
+        "from feedback import services\n"
+        "from django.contrib.auth.models import User\n"
+        "agent = User.objects.filter(username='alex').first() or agent_create("
+        "username='alex', password='bench-pass-123', first_name='Alex')\n"
+        "for c in json.loads(sys.stdin.read()):\n"
+        "    services.correction_submit(message_id=c['message_id'], agent=agent, text=c['text'])\n"
+        "print(time.time())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT,
+        env=env,
+        input=json.dumps(corrections),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise RuntimeError(done.stderr)
+    print(f"  {len(corrections)} replies corrected")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def versions_report(env: dict) -> dict:
+    script = (
+        "import json\n"
+        "from training.models import ModelVersion, TrainingRun\n"
+        "run = TrainingRun.objects.order_by('-id').first()\n"
+        "out = {'run': {k: getattr(run, k, None) for k in ('status', 'outcome', 'error')},\n"
+        "       'stage_seconds': getattr(run, 'stage_seconds', None) or {},\n"
+        "       'versions': [{'number': v.number, 'status': v.status, 'metrics': v.metrics,\n"
+        "                     'reason': v.status_reason} for v in ModelVersion.objects.all()]}\n"
+        "print(json.dumps(out, default=str))\n"
+    )
+    return json.loads(manage(env, "shell", "-c", script).strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Learning-loop benchmark")
+    parser.add_argument("--per-topic", type=int, default=7, help="corrected replies per topic")
+    parser.add_argument("--out", default="", help="also write the results as JSON here")
+    parser.add_argument(
+        "--memory-only", action="store_true", help="stop after the memory phase (no retrain)"
+    )
+    args = parser.parse_args()
+
+    data_dir = tempfile.mkdtemp(prefix="bench-loop-")
+    env = bench_env(data_dir)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    manage(env, "migrate", "-v0")
+    manage(env, "prepare_model")
+    manage(env, "import_dataset", str(ROOT / "training" / "seed_data" / "bitext-cs-2000.jsonl"))
+    timings["setup_s"] = time.perf_counter() - t0
+    results: dict = {"per_topic_corrections": args.per_topic}
+
+    print("before: base model, empty memory")
+    server = Server(env)
+    try:
+        results["before"] = phase_measure(server.base)
+        print("corrections")
+        corrected_at = corrections_make(server.base, env, args.per_topic)
+        print("memory: right after the corrections")
+        results["memory"] = phase_measure(server.base)
+        finished = results["memory"].pop("_finished")
+        results["memory"]["first_reply_after_correction_s"] = min(finished) - corrected_at
+        results["memory"]["last_reply_after_correction_s"] = max(finished) - corrected_at
+    finally:
+        server.stop()
+
+    if args.memory_only:
+        results["timings"] = timings
+        results["before"].pop("_finished", None)
+        report_finish(results, args.out)
+        return
+    print("retrain (inline)")
+    t0 = time.perf_counter()
+    retrain_out = subprocess.run(
+        [sys.executable, "manage.py", "retrain", "--inline"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    timings["retrain_s"] = time.perf_counter() - t0
+    results["retrain_output"] = (retrain_out.stdout + retrain_out.stderr)[-3000:]
+    results["registry"] = versions_report(env)
+
+    for name, extra in (("model", {"APPROVED_ANSWERS": "0"}), ("both", {})):
+        print(f"{name}: retrained model" + (" alone" if extra else " and memory"))
+        t0 = time.perf_counter()
+        server = Server(env, **extra)
+        timings[f"{name}_server_start_s"] = time.perf_counter() - t0
+        try:
+            results[name] = phase_measure(server.base)
+            results[name].pop("_finished")
+        finally:
+            server.stop()
+    results["before"].pop("_finished", None)
+    results["timings"] = timings
+    report_finish(results, args.out)
+
+
+def report_finish(results: dict, out: str) -> None:
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2, default=str))
+    report_print(results)
+
+
+def report_print(results: dict) -> None:
+    print()
+    print(f"corrections: {results['per_topic_corrections']} per topic x {len(TOPICS)} topics")
+    header = f"{'phase':8s} {'facts stated':>12s} " + " ".join(f"{t.name:>9s}" for t in TOPICS)
+    print(header + "  verbatim  in-prompt  control-hit  raw-slots")
+    for phase in ("before", "memory", "model", "both"):
+        if phase not in results:
+            continue
+        r = results[phase]
+        topics = " ".join(f"{r['per_topic'][t.name]:9.0%}" for t in TOPICS)
+        print(
+            f"{phase:8s} {r['facts_stated']:12.0%} {topics}"
+            f"  {r['answered_verbatim_from_memory']:8.0%}"
+            f"  {r['memory_in_prompt']:9.0%}  {r['control_given_approved_answer']:11.0%}"
+            f"  {r['raw_slots']:9d}"
+        )
+    memory = results.get("memory", {})
+    if memory:
+        print(
+            "first/last reply after the last correction: "
+            f"{memory['first_reply_after_correction_s']:.1f} s / "
+            f"{memory['last_reply_after_correction_s']:.1f} s"
+        )
+    registry = results.get("registry", {})
+    if not registry:
+        return
+    print(f"retrain: {results['timings'].get('retrain_s', 0):.0f} s; run {registry.get('run')}")
+    if registry.get("stage_seconds"):
+        print("stages (s): " + json.dumps(registry["stage_seconds"]))
+    for version in registry.get("versions", []):
+        metrics = version.get("metrics") or {}
+        shown = {
+            k: round(v, 4) if isinstance(v, float) else v
+            for k, v in metrics.items()
+            if not isinstance(v, (list, dict))
+        }
+        print(f"v{version['number']} {version['status']}: {json.dumps(shown)}")
+        if version.get("reason"):
+            print(f"   reason: {version['reason'][:400]}")
+    print("timings (s): " + json.dumps({k: round(v, 1) for k, v in results["timings"].items()}))
+
+
+if __name__ == "__main__":
+    main()
