@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatbot
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install run prepare test test-fast lint bench-chat bench-retrieval clean
+.PHONY: install run prepare test test-fast lint bench-chat bench-retrieval bench-loop clean
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PY) >/dev/null || { echo "Python 3.11 is required ($(PY) not found)"; exit 1; }
@@ -46,6 +46,12 @@ lint: install
 
 bench-chat: prepare
 	$(PYTHON) benchmarks/bench_chat.py
+
+# The learning loop: corrections -> approved-answer memory -> retrain -> gate (README "Approved
+# answers"); about 25-40 minutes on 2 cores. Memory thresholds: benchmarks/calibrate_memory.py.
+bench-loop: install
+	$(PYTHON) manage.py prepare_model
+	$(PYTHON) benchmarks/bench_loop.py --out var/bench-loop.json
 
 # Retrieval: recall and latency on the demo knowledge base, index build/search at 1k-100k.
 bench-retrieval: install

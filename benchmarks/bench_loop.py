@@ -147,6 +147,14 @@ def phase_measure(base: str) -> dict:
             and any(s.get("kind") == "approved" for s in r.get("sources", []))
         )
         / len(held),
+        "facts_when_in_prompt": _share(
+            [
+                t.states_facts(r["text"])
+                for (t, _), r in zip(held, held_replies, strict=True)
+                if r.get("reply_kind") != "approved"
+                and any(s.get("kind") == "approved" for s in r.get("sources", []))
+            ]
+        ),
         "control_given_approved_answer": sum(
             1
             for r in control_replies
@@ -160,6 +168,10 @@ def phase_measure(base: str) -> dict:
         ],
         "_finished": [r["finished_at"] for r in held_replies],
     }
+
+
+def _share(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
 
 
 def corrections_make(base: str, env: dict, per_topic: int) -> float:
@@ -226,7 +238,7 @@ def main() -> None:
     t0 = time.perf_counter()
     manage(env, "migrate", "-v0")
     manage(env, "prepare_model")
-    manage(env, "import_dataset", str(ROOT / "training" / "seed_data" / "bitext-cs-2000.jsonl"))
+    manage(env, "import_dataset")  # the shipped seed corpus
     timings["setup_s"] = time.perf_counter() - t0
     results: dict = {"per_topic_corrections": args.per_topic}
 

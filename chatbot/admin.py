@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from chatbot.knowledge import services as knowledge
-from chatbot.models import Article, Conversation, Message, Passage
+from chatbot.models import ApprovedAnswer, Article, Conversation, Message, Passage
 from feedback.admin import customer_data_delete_action
 
 
@@ -105,3 +105,38 @@ class ArticleAdmin(admin.ModelAdmin):
     def unpublish(self, request, queryset):
         for article in queryset:
             knowledge.article_publish_set(article=article, published=False)
+
+
+# --- Approved answers ------------------------------------------------------------------------
+# Read-only here: agents correct, edit and revoke them in the console (/agent/answers/), which
+# audits every change.
+
+
+@admin.register(ApprovedAnswer)
+class ApprovedAnswerAdmin(admin.ModelAdmin):
+    list_display = ("question", "origin", "author_name", "active", "times_used", "updated_at")
+    list_filter = ("active", "origin")
+    search_fields = ("question", "answer")
+    fields = (
+        "question",
+        "answer",
+        "origin",
+        "author_name",
+        "active",
+        "revoked_by_name",
+        "revoked_at",
+        "times_used",
+        "last_used_at",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
