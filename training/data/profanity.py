@@ -27,7 +27,7 @@ LEET = {
 # What better-profanity counts as part of a word: letters, digits and @ $ * " '.
 WORD_CHAR = r"[\w@$*\"']"
 SEPARATOR = r"[\W_]+"
-# Digits of a numbered list read as leetspeak ("5. Hit" -> "5hit"): dropped before matching.
+# Digits of a numbered list read as leetspeak ("5. Hit" -> "5hit"): blanked before matching.
 LIST_NUMBER = re.compile(r"\b\d+[.)]\s")
 CENSOR = "****"
 
@@ -81,7 +81,8 @@ def profanity_regex() -> re.Pattern:
 def _matches(text: str) -> list[re.Match]:
     # Match on the text with list numbers blanked (same length), so spans fit the original.
     blanked = LIST_NUMBER.sub(lambda m: " " * len(m.group(0)), text)
-    return list(profanity_regex().finditer(blanked))
+    # A match needs a letter: "455" and "717" are order numbers, not leetspeak.
+    return [m for m in profanity_regex().finditer(blanked) if re.search(r"[^\W\d_]", m.group(0))]
 
 
 def profanity_find(text: str) -> list[str]:

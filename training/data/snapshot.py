@@ -215,7 +215,8 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
         examples,
         max_turn_chars=cfg.max_turn_chars,
         near_duplicate_threshold=cfg.near_duplicate_threshold,
-        protected=lambda e: e["source"] in CORRECTION_SOURCES or e["id"] in eval_ids,
+        # Correction and paraphrase rows (they carry their correction's id) and evaluation rows.
+        protected=lambda e: e.get("correction_id") is not None or e["id"] in eval_ids,
     )
     lap("clean")
     if not kept:
