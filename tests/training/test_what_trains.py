@@ -194,3 +194,21 @@ def test_tiny_model_paraphrases_are_cached_and_its_garbage_filtered(
         max_similarity=0.985,
     )
     assert [text for text, _ in kept] == JACKET_PARAPHRASES[:2]
+
+
+def test_damaged_caches_and_a_missing_paraphrase_model_do_not_stop_the_build(
+    data_dir, seed_corpus, tiny_cfg, agent, settings, tmp_path
+):
+    from training.data.embed import texts_embed_cached
+
+    texts = ["Where is my parcel?", "Can I return shoes?"]
+    first = texts_embed_cached(texts)
+    [cache] = (data_dir / "cache").glob("embeddings-*.npz")
+    cache.write_bytes(b"not a numpy file")
+    assert abs(texts_embed_cached(texts) - first).max() < 1e-5
+
+    settings.CHAT_BASE_MODEL_PATH = str(tmp_path / "no-such-model")
+    corrected(agent, JACKET, RETURNS, key="k1")
+    snapshot = dataset_build(cfg=tiny_cfg, name="nomodel")
+    assert "no-such-model" in snapshot.report["paraphrases"]["error"]
+    assert [r["source"] for r in rows(snapshot)["train"]].count("correction") == 1

@@ -7,6 +7,7 @@ instructions.
 """
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from django.conf import settings
 
 from chatbot.knowledge.embedding import DIMENSION, MAX_TOKENS, embedding_model
 
+log = logging.getLogger(__name__)
 BATCH_SIZE = 32
 CACHE_FILE = "embeddings-minilm-{mode}.npz"
 
@@ -67,8 +69,11 @@ def texts_embed_cached(texts: list[str], *, cache: bool = True) -> np.ndarray:
     path = Path(settings.DATA_DIR) / "cache" / CACHE_FILE.format(mode="bf16" if bf16 else "fp32")
     known: dict[str, np.ndarray] = {}
     if cache and path.exists():
-        with np.load(path) as stored:
-            known = dict(zip(stored["keys"].tolist(), stored["vectors"], strict=True))
+        try:
+            with np.load(path) as stored:
+                known = dict(zip(stored["keys"].tolist(), stored["vectors"], strict=True))
+        except (OSError, ValueError, KeyError) as exc:  # a damaged cache is just rebuilt
+            log.warning("Embedding cache %s unreadable (%s): starting a new one.", path, exc)
     keys = [text_hash(text) for text in texts]
     missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
     if missing:

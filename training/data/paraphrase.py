@@ -71,11 +71,13 @@ def paraphrases_generate(
     missing = []
     for question in dict.fromkeys(questions):
         path = _cache_path(model_path, question)
-        if path.exists():
-            stored = json.loads(path.read_text())
-            if (stored.get("count"), stored.get("prompt_version")) == (count, PROMPT_VERSION):
-                result[question] = stored["candidates"]
-                continue
+        try:
+            stored = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            stored = {}  # a damaged cache entry is regenerated
+        if (stored.get("count"), stored.get("prompt_version")) == (count, PROMPT_VERSION):
+            result[question] = stored["candidates"]
+            continue
         missing.append(question)
     if not missing:
         return result

@@ -10,6 +10,7 @@ evaluation rows in every snapshot, whatever is added later, and never train.
 
 import hashlib
 import json
+import logging
 import random
 import re
 import shutil
@@ -27,6 +28,7 @@ from training.data.pii import pii_mask
 from training.data.slots import slots_rewrite
 from training.models import DatasetSnapshot
 
+log = logging.getLogger(__name__)
 SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
 PREFERENCES_FILE = "preferences.jsonl"
 CORRECTION_SOURCES = ("correction", "correction_paraphrase")
@@ -91,16 +93,21 @@ def correction_paraphrases(
     report = {"questions": 0, "candidates": 0, "fit": 0, "train": 0, "eval": 0}
     if not corrections or cfg.paraphrases_per_correction <= 0:
         return [], [], report
+    from chatbot.serving.loading import ModelLoadError
     from chatbot.serving.versions import base_model_path
     from training.data.paraphrase import paraphrases_filter, paraphrases_generate
 
     questions = [row["messages"][0]["content"] for row in corrections]
-    raw = paraphrases_generate(
-        questions,
-        count=cfg.paraphrases_per_correction,
-        seed=cfg.seed,
-        model_path=Path(base_model_path()),
-    )
+    try:
+        raw = paraphrases_generate(
+            questions,
+            count=cfg.paraphrases_per_correction,
+            seed=cfg.seed,
+            model_path=Path(base_model_path()),
+        )
+    except ModelLoadError as exc:  # corrections still train, just without paraphrases
+        log.warning("No correction paraphrases: %s", exc)
+        return [], [], {**report, "error": str(exc)}
     report["questions"] = len(raw)
     trained_questions = {question_norm(q) for q in questions}
     rows, cases = [], {}
