@@ -4,12 +4,16 @@ These plain functions are what `training/` calls (and what `manage.py export_fee
 writes as JSONL). Messages use the chat roles "user" (customer) and "assistant" (bot or
 agent); no system message is included: training adds `chatbot.prompting.system_prompt()`.
 
-Rules:
-- SFT: one example per conversation. A corrected bot reply is replaced by its newest
-  correction. An uncorrected bot reply is kept only if no one rated it bad (agent or
-  customer thumbs down) and no agent flagged it; otherwise the example stops before it
-  (what followed was a reaction to it). Agents' own messages are assistant turns.
-  Consecutive turns of one role are joined; trailing customer turns are dropped.
+Only reviewed text trains. Rules:
+- SFT: one example per conversation. A bot reply is kept only when someone reviewed it:
+  corrected (replaced by its newest correction), approved (an agent rated it good, no agent
+  rated it bad, nobody flagged it) or, with `include_thumbs_up`, a customer thumbs-up that
+  nobody rated bad or flagged. At the first other bot reply (unreviewed, rated bad, flagged)
+  the example stops: what followed reacted to it. Agents' own messages are assistant turns.
+  Consecutive turns of one role are joined; trailing customer turns are dropped. `source`
+  names the strongest reviewed turn in it: correction > approved > agent > thumbs_up.
+- Corrections: one single-turn example per corrected bot reply (the customer turns just
+  before it -> the newest correction), the most valuable rows of all.
 - DPO: one pair per corrected bot reply whose correction differs from it: prompt = the
   conversation before the reply as the customer saw it, chosen = the newest correction,
   rejected = the bot's reply.
@@ -55,37 +59,100 @@ def newest_correction(message: Message) -> Correction | None:
     return corrections[0] if corrections else None
 
 
-def reply_is_trusted(message: Message) -> bool:
-    """An uncorrected bot reply fit to learn from: not rated bad by anyone, not flagged."""
-    if any(r.value == "bad" for r in message.ratings.all()):
-        return False
-    return not message.flags.all()
+SOURCE_RANK = ("correction", "approved", "agent", "thumbs_up")
 
 
-def sft_examples(*, conversation_ids: Iterable | None = None) -> list[dict]:
-    """Chat-format examples: {"conversation_id", "messages": [{role, content}], "corrected"}."""
+def reply_review(message: Message, *, include_thumbs_up: bool = False) -> str | None:
+    """How an uncorrected bot reply was reviewed: "approved" (an agent rated it good and no
+    agent bad, not flagged), "thumbs_up" (only with `include_thumbs_up`: the customer liked
+    it, nobody rated it bad, not flagged), or None (unreviewed, rated bad or flagged)."""
+    if message.flags.all():
+        return None
+    ratings = list(message.ratings.all())
+    agent = {r.value for r in ratings if r.source == MessageRating.Source.AGENT}
+    if MessageRating.Value.BAD in agent:
+        return None
+    if MessageRating.Value.GOOD in agent:
+        return "approved"
+    values = {r.value for r in ratings}
+    if include_thumbs_up and values == {MessageRating.Value.GOOD}:
+        return "thumbs_up"
+    return None
+
+
+def sft_examples(
+    *, conversation_ids: Iterable | None = None, include_thumbs_up: bool = False
+) -> list[dict]:
+    """Chat-format examples of reviewed text only (see the module docstring):
+    {"conversation_id", "messages": [{role, content}], "corrected", "source"}."""
     examples = []
     for conversation in _messages_of(conversation_ids):
         turns: list[dict] = []
         corrected = 0
+        kinds: set[str] = set()
         for message in conversation.messages.all():
             if message.role == Message.Role.BOT:
                 correction = newest_correction(message)
+                review = (
+                    None
+                    if correction
+                    else reply_review(message, include_thumbs_up=include_thumbs_up)
+                )
                 if correction is not None:
                     corrected += 1
+                    kinds.add("correction")
                     _turns_add(turns, "assistant", correction.text)
-                elif reply_is_trusted(message):
+                elif review is not None:
+                    kinds.add(review)
                     _turns_add(turns, "assistant", message.text)
                 else:
                     break
             elif message.role in ROLE_FOR_MODEL:
+                if message.role == Message.Role.AGENT:
+                    kinds.add("agent")
                 _turns_add(turns, ROLE_FOR_MODEL[message.role], message.text)
         while turns and turns[-1]["role"] != "assistant":
             turns.pop()
         if turns and turns[0]["role"] == "user":
             examples.append(
-                {"conversation_id": str(conversation.id), "messages": turns, "corrected": corrected}
+                {
+                    "conversation_id": str(conversation.id),
+                    "messages": turns,
+                    "corrected": corrected,
+                    "source": next(kind for kind in SOURCE_RANK if kind in kinds),
+                }
             )
+    return examples
+
+
+def correction_examples(*, conversation_ids: Iterable | None = None) -> list[dict]:
+    """One single-turn example per corrected bot reply: the customer turns just before it
+    (joined) -> the newest correction. {"conversation_id", "message_id", "correction_id",
+    "messages": [user, assistant], "source": "correction"}. A reply no customer turn
+    precedes (a corrected greeting) makes none."""
+    examples = []
+    for conversation in _messages_of(conversation_ids):
+        question: list[str] = []
+        for message in conversation.messages.all():
+            if message.role == Message.Role.CUSTOMER:
+                question.append(message.text)
+                continue
+            correction = newest_correction(message) if message.role == Message.Role.BOT else None
+            if correction is not None and question:
+                examples.append(
+                    {
+                        "conversation_id": str(conversation.id),
+                        "message_id": str(message.id),
+                        "correction_id": correction.id,
+                        "messages": [
+                            {"role": "user", "content": "\n\n".join(question)},
+                            {"role": "assistant", "content": correction.text},
+                        ],
+                        "source": "correction",
+                    }
+                )
+            if message.role in ROLE_FOR_MODEL:
+                question = []
     return examples
 
 
@@ -135,15 +202,26 @@ def regression_cases() -> list[dict]:
 
 
 def feedback_count_since(since: datetime | None) -> int:
-    """New feedback items (corrections, ratings, flags, regression cases) since a moment;
-    all of them when `since` is None. Retraining is due when enough have arrived."""
-    models = (Correction, MessageRating, Flag, RegressionCase)
-    if since is None:
-        return sum(model.objects.count() for model in models)
-    return sum(model.objects.filter(created_at__gt=since).count() for model in models)
+    """New reviewed feedback (corrections, agent ratings, flags, regression cases) since a
+    moment; all of it when `since` is None. Retraining is due when enough has arrived.
+    Customer thumbs feed monitoring, not this count."""
+    querysets = (
+        Correction.objects.all(),
+        MessageRating.objects.filter(source=MessageRating.Source.AGENT),
+        Flag.objects.all(),
+        RegressionCase.objects.all(),
+    )
+    if since is not None:
+        querysets = tuple(qs.filter(created_at__gt=since) for qs in querysets)
+    return sum(qs.count() for qs in querysets)
 
 
-EXPORTS = {"sft": sft_examples, "dpo": preference_pairs, "regression": regression_cases}
+EXPORTS = {
+    "sft": sft_examples,
+    "corrections": correction_examples,
+    "dpo": preference_pairs,
+    "regression": regression_cases,
+}
 
 
 def jsonl_write(records: Iterable[dict], stream: IO[str]) -> int:

@@ -67,6 +67,34 @@ class TrainConfig:
     near_duplicate_threshold: float = field(
         default=0.95, metadata=_help("Cosine similarity at which two examples are duplicates.")
     )
+    # What trains (build_dataset): reviewed text, corrections weighted and paraphrased
+    include_thumbs_up: bool = field(
+        default=False,
+        metadata=_help("Also train on bot replies customers liked (nobody rated bad/flagged)."),
+    )
+    correction_weight: int = field(
+        default=4, metadata=_help("Times a correction row is seen per epoch.")
+    )
+    paraphrase_weight: int = field(
+        default=2, metadata=_help("Times a correction-paraphrase row is seen per epoch.")
+    )
+    paraphrases_per_correction: int = field(
+        default=8,
+        metadata=_help("Paraphrases the base model writes per corrected question; 0 = off."),
+    )
+    paraphrase_min_similarity: float = field(
+        default=0.82, metadata=_help("MiniLM cosine a paraphrase needs to its question.")
+    )
+    paraphrase_max_similarity: float = field(
+        default=0.985, metadata=_help("Paraphrases closer than this are copies: dropped.")
+    )
+    paraphrase_eval_share: float = field(
+        default=0.34, metadata=_help("Share of paraphrases held out as evaluation cases.")
+    )
+    eval_seed_share: float = field(
+        default=0.12,
+        metadata=_help("Share of seed rows in the frozen evaluation set (by id hash)."),
+    )
 
     @property
     def target_modules(self) -> list[str]:

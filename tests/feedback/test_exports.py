@@ -7,7 +7,7 @@ from django.core.management import call_command
 
 from chatbot.models import Message
 from feedback import services
-from feedback.exports import preference_pairs, sft_examples
+from feedback.exports import correction_examples, preference_pairs, sft_examples
 
 pytestmark = pytest.mark.django_db
 
@@ -34,13 +34,23 @@ def test_a_correction_replaces_the_bot_reply_in_sft_and_makes_a_dpo_pair(agent, 
 
     [example] = sft_examples()
     assert example["conversation_id"] == str(conversation.id)
-    assert example["corrected"] == 1
+    assert example["corrected"] == 1 and example["source"] == "correction"
     assert example["messages"] == [
         user("Can I return shoes?"),
         assistant("Yes, unused, within 30 days."),  # the newest correction
-        user("Thanks"),
-        assistant("You're welcome!"),  # uncorrected and unrated: kept
+        # "You're welcome!" was never reviewed: the example stops before it.
     ]
+    services.message_rate(message_id=bot2.id, agent=agent, value="good")
+    [example] = sft_examples()
+    assert example["messages"][2:] == [user("Thanks"), assistant("You're welcome!")]
+
+    [single] = correction_examples()
+    assert single["messages"] == [
+        user("Can I return shoes?"),
+        assistant("Yes, unused, within 30 days."),
+    ]
+    assert single["correction_id"] == bot.corrections.first().id
+    assert single["source"] == "correction"
 
     [pair] = preference_pairs()
     assert pair == {
@@ -52,26 +62,56 @@ def test_a_correction_replaces_the_bot_reply_in_sft_and_makes_a_dpo_pair(agent, 
     }
 
 
-def test_an_uncorrected_reply_goes_into_sft_only_if_rated_good_or_unrated(agent, make_conversation):
+def test_only_reviewed_replies_train_and_thumbs_up_only_with_the_setting(agent, make_conversation):
     _, (_, good) = make_conversation([("customer", "q1"), ("bot", "good answer")], session_key="a")
     make_conversation([("customer", "q2"), ("bot", "plain answer")], session_key="b")
     _, (_, bad) = make_conversation([("customer", "q3"), ("bot", "bad answer")], session_key="c")
     _, (_, flagged) = make_conversation(
         [("customer", "q4"), ("bot", "flagged answer")], session_key="d"
     )
-    _, (_, thumbs) = make_conversation(
+    _, (_, down) = make_conversation(
         [("customer", "q5"), ("bot", "disliked answer")], session_key="e"
+    )
+    _, (_, liked) = make_conversation(
+        [("customer", "q6"), ("bot", "liked answer")], session_key="f"
+    )
+    _, (_, disputed) = make_conversation(
+        [("customer", "q7"), ("bot", "liked, agent said bad")], session_key="g"
     )
     services.message_rate(message_id=good.id, agent=agent, value="good")
     services.message_rate(message_id=bad.id, agent=agent, value="bad")
     services.message_flag(message_id=flagged.id, agent=agent, reason="wrong_facts")
-    services.customer_message_rate(
-        conversation_id=thumbs.conversation_id, message_id=thumbs.id, value="down"
-    )
+    for message, thumb in ((down, "down"), (liked, "up"), (disputed, "up")):
+        services.customer_message_rate(
+            conversation_id=message.conversation_id, message_id=message.id, value=thumb
+        )
+    services.message_rate(message_id=disputed.id, agent=agent, value="bad")
 
-    replies = [ex["messages"][-1]["content"] for ex in sft_examples()]
-    assert replies == ["good answer", "plain answer"]
+    def replies(**kwargs):
+        return {ex["messages"][-1]["content"]: ex["source"] for ex in sft_examples(**kwargs)}
+
+    assert replies() == {"good answer": "approved"}  # unreviewed "plain answer" left out
+    assert replies(include_thumbs_up=True) == {
+        "good answer": "approved",
+        "liked answer": "thumbs_up",
+    }
     assert preference_pairs() == []  # nothing corrected, nothing to prefer
+
+
+def test_an_unreviewed_reply_cuts_the_example_even_before_an_agent_answer(agent, make_conversation):
+    make_conversation(
+        [
+            ("customer", "hello"),
+            ("agent", "Hi, Alice here."),
+            ("customer", "where is my parcel"),
+            ("bot", "It was lost (made up)."),
+            ("customer", "what? human please"),
+            ("agent", "Sorry! It ships tomorrow."),
+        ]
+    )
+    [example] = sft_examples()
+    assert example["source"] == "agent"
+    assert example["messages"] == [user("hello"), assistant("Hi, Alice here.")]
 
 
 def test_sft_stops_before_a_bad_reply_and_counts_agent_messages_as_assistant(
@@ -90,8 +130,11 @@ def test_sft_stops_before_a_bad_reply_and_counts_agent_messages_as_assistant(
         ]
     )
     bad = Message.objects.get(text__startswith="Your order")
+    greeting = Message.objects.get(text__startswith="Hi!")
     services.message_flag(message_id=bad.id, agent=agent, reason="wrong_facts")
+    services.message_rate(message_id=greeting.id, agent=agent, value="good")
     [example] = sft_examples()
+    assert example["source"] == "approved"
     assert example["messages"] == [
         user("hello"),
         assistant("Hi! How can I help?"),
@@ -126,5 +169,9 @@ def test_feedback_count_since_counts_new_items(agent, make_conversation):
     moment = timezone.now()
     services.message_rate(message_id=bot.id, agent=agent, value="bad")
     services.message_flag(message_id=bot.id, agent=agent, reason="other")
+    # Customer thumbs feed monitoring, not the retrain trigger.
+    services.customer_message_rate(
+        conversation_id=bot.conversation_id, message_id=bot.id, value="up"
+    )
     assert feedback_count_since(moment) == 2
     assert feedback_count_since(None) == 3

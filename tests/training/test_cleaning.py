@@ -1,6 +1,8 @@
+import time
+
 import pytest
 
-from training.data.cleaning import examples_clean, text_is_abusive, text_is_garbled
+from training.data.cleaning import examples_clean, text_censor, text_is_abusive, text_is_garbled
 from training.data.pii import pii_find, pii_mask
 from training.data.slots import raw_slots, slots_rewrite
 
@@ -58,6 +60,22 @@ def test_exact_and_near_duplicates_are_removed_but_distinct_examples_kept():
     assert report["dropped"]["near_duplicate"] == 1
 
 
+def test_protected_rows_survive_duplicate_rules_and_win_over_unprotected_ones():
+    answer = "You can return any item within 60 days; we pay the return label."
+    corrections = [
+        {**example(f"Can I return the shoes I bought {i} days ago?", answer, i), "correction_id": i}
+        for i in range(20)
+    ]
+    seed_copy = {**example("Can I return the shoes I bought 3 days ago?", answer, 99)}
+    rows = [seed_copy, *corrections, {**corrections[0], "id": "again"}]
+    unprotected, _ = clean(rows)
+    assert len(unprotected) < 10  # the 20 share one answer: near duplicates of each other
+    kept, report = clean(rows, protected=lambda e: "correction_id" in e)
+    assert sorted(e["id"] for e in kept) == sorted([f"e{i}" for i in range(20)] + ["again"])
+    assert report["dropped"]["duplicate"] == 1  # the seed row equal to a correction
+    assert report["dropped_by_source"] == {"duplicate": {"seed": 1}}
+
+
 def test_pii_is_masked():
     text = (
         "Mail jane.doe@example.org or call +1 555-123-4567 about order #88231, "
@@ -96,6 +114,46 @@ def test_template_slots_are_filled_or_neutralised(settings):
     assert "order number in question" in rewritten
     assert rewritten.count("+1 800 000") == 2
     assert settings.SHOP_SUPPORT_HOURS in rewritten
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "this damn site",
+        "Fuck off.",
+        "sh1t happens",
+        "what a $hit shop",
+        "f*ck",
+        "BULLSHIT!",
+        "bull shit",
+    ],
+)
+def test_profanity_matcher_catches_obvious_words_and_leetspeak(text):
+    assert text_is_abusive(text)
+    assert "*" * 4 in text_censor(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4. Click Save.\n5. Hit the button.",
+        "Scunthorpe, class, assessment, cocktail, Dickens, shell, grass, analysis",
+        "I assume the passenger will pass the assistant's test.",
+        "Orders 455 and 717 shipped.",  # digits alone are numbers, not leetspeak
+    ],
+)
+def test_profanity_matcher_passes_clean_text(text):
+    assert not text_is_abusive(text)
+    assert text_censor(text) == text
+
+
+def test_profanity_matcher_is_fast():
+    texts = [f"Order {i}: the parcel shipped, thanks for your patience. " * 20 for i in range(2000)]
+    started = time.perf_counter()
+    assert not any(text_is_abusive(t) for t in texts)
+    seconds = time.perf_counter() - started
+    print(f"profanity check: 2,000 texts of {len(texts[0])} characters in {seconds:.2f} s")
+    assert seconds < 30  # better-profanity needed ~8 minutes for the 2,000-row corpus
 
 
 def test_abuse_detection_ignores_numbered_lists_and_customer_profanity_is_censored():

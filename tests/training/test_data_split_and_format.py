@@ -4,31 +4,37 @@ import pytest
 
 from training.chat_format import IGNORE, ChatCollator, chat_tokenize
 from training.config import TrainConfig, config_from_options, train_config
-from training.data.snapshot import conversations_split, dataset_build, snapshot_rows
+from training.data.snapshot import dataset_build, snapshot_rows, stable_split
 from training.train import TrainingError, replay_mix
 
 
 def rows_for(conversations: int, per_conversation: int) -> list[dict]:
     return [
-        {"id": f"{c}-{i}", "conversation_id": f"c{c}", "messages": []}
+        {"id": f"{c}-{i}", "key": f"{c}-{i}", "conversation_id": f"c{c}", "messages": []}
         for c in range(conversations)
         for i in range(per_conversation)
     ]
 
 
-def test_split_keeps_each_conversation_on_one_side_and_is_seeded():
-    rows = rows_for(40, 3)
-    train, validation = conversations_split(rows, validation_share=0.2, seed=7)
+def test_split_keeps_each_conversation_on_one_side_and_is_stable_under_additions():
+    rows = rows_for(200, 3)
+    train, validation = stable_split(rows, validation_share=0.2)
     train_ids = {r["conversation_id"] for r in train}
     validation_ids = {r["conversation_id"] for r in validation}
     assert not train_ids & validation_ids
-    assert len(validation_ids) == 8 and len(train) + len(validation) == 120
-    again = conversations_split(rows, validation_share=0.2, seed=7)
-    assert (train, validation) == again
-    other = conversations_split(rows, validation_share=0.2, seed=8)
-    assert {r["conversation_id"] for r in other[1]} != validation_ids
-    # Shuffled: rows of one conversation are not all next to each other.
-    assert [r["conversation_id"] for r in train] != sorted(r["conversation_id"] for r in train)
+    assert 20 <= len(validation_ids) <= 60 and len(train) + len(validation) == 600
+    # Adding conversations (or reordering) never moves an old one to the other side.
+    more = list(reversed(rows_for(400, 3)))
+    _, validation_more = stable_split(more, validation_share=0.2)
+    assert {r["conversation_id"] for r in validation_more} & train_ids == set()
+    assert validation_ids <= {r["conversation_id"] for r in validation_more}
+    # Rows that must train (corrections) keep their whole conversation in train.
+    _, validation = stable_split(rows, validation_share=0.2, always_train=lambda r: True)
+    assert validation == []
+    # Tiny data still gets one validation conversation for early stopping.
+    assert (
+        len({r["conversation_id"] for r in stable_split(rows[:6], validation_share=0.01)[1]}) == 1
+    )
 
 
 def test_loss_mask_covers_only_assistant_tokens(tiny_model_dir):
@@ -104,7 +110,9 @@ def test_snapshot_files_report_and_feedback_sources(data_dir, seed_corpus, tiny_
     snapshot = dataset_build(cfg=tiny_cfg, name="snap")
     report = snapshot.report
     assert report["rows_in"] == 36
-    assert report["rows_out"] == snapshot.train_count + snapshot.validation_count
+    evaluation = snapshot_rows(snapshot, "eval")
+    assert report["rows_out"] == snapshot.train_count + snapshot.validation_count + len(evaluation)
+    assert set(report["seconds"]) >= {"gather", "clean", "split", "write", "total"}
     assert set(report["dropped"]) >= {"empty", "garbled", "duplicate", "near_duplicate"}
     train = snapshot_rows(snapshot, "train")
     validation = snapshot_rows(snapshot, "validation")

@@ -6,15 +6,17 @@ roles "user" and "assistant" only (the system prompt is added at training time).
 
 import hashlib
 import re
+import time
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 
 from training.data.pii import pii_mask
+from training.data.profanity import text_censor, text_is_abusive
 from training.data.slots import slots_rewrite
 
 ARTEFACTS = re.compile(r"as an ai language model|\[continue answering|\[insert ", re.I)
 MOJIBAKE = re.compile("[\u00c3\u00c2][\u0080-\u00bf]|\u00e2\u20ac|\ufffd")
-LIST_NUMBER = re.compile(r"\b\d+[.)]\s")
 
 
 def text_normalize(text: str) -> str:
@@ -39,21 +41,7 @@ def text_is_garbled(text: str) -> bool:
     return letters == 0 or sum(c.isalnum() for c in visible) < 0.6 * len(visible)
 
 
-def _profanity():
-    from better_profanity import profanity
-
-    if not profanity.CENSOR_WORDSET:
-        profanity.load_censor_words()
-    return profanity
-
-
-def text_is_abusive(text: str) -> bool:
-    # better_profanity reads digits as leetspeak ("5. Hit" -> "shit"): drop list numbers first.
-    return _profanity().contains_profanity(LIST_NUMBER.sub(" ", text))
-
-
-def text_censor(text: str) -> str:
-    return _profanity().censor(text) if text_is_abusive(text) else text
+__all__ = ["text_censor", "text_is_abusive"]  # re-exported: evaluation checks replies too
 
 
 def example_key(example: dict) -> str:
@@ -73,6 +61,7 @@ def examples_clean(
     *,
     max_turn_chars: int,
     near_duplicate_threshold: float,
+    protected: Callable[[dict], bool] = lambda example: False,
 ) -> tuple[list[dict], dict]:
     """Apply every rule in order; return (kept examples, report).
 
@@ -80,84 +69,120 @@ def examples_clean(
     turns, exact duplicates, near duplicates (MiniLM cosine >= threshold). Changed, not
     dropped: line breaks normalised, PII masked, template slots rewritten, profanity in
     customer turns censored (the bot should still learn to answer a rude customer politely).
+    `protected` examples (corrections, evaluation rows) obey the content rules but are never
+    dropped as duplicates; an unprotected example duplicating one of them is.
     """
     dropped: Counter = Counter()
+    by_source: Counter = Counter()
     changed: Counter = Counter()
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
     kept = []
     for example in examples:
-        messages = [
-            {"role": m["role"], "content": text_normalize(m.get("content") or "")}
-            for m in example["messages"]
-        ]
-        if not messages or not any(m["role"] == "assistant" for m in messages):
-            dropped["empty"] += 1
-            continue
-        if any(not m["content"] for m in messages):
-            dropped["empty"] += 1
-            continue
-        if any(text_is_garbled(m["content"]) for m in messages):
-            dropped["garbled"] += 1
-            continue
-        if any(len(m["content"]) > max_turn_chars for m in messages):
-            dropped["too_long"] += 1
-            continue
-        if any(m["role"] == "assistant" and text_is_abusive(m["content"]) for m in messages):
-            dropped["abusive"] += 1
-            continue
-        cleaned = []
-        for m in messages:
-            text = pii_mask(m["content"])
-            if text != m["content"]:
-                changed["pii_masked"] += 1
-            if m["role"] == "user":
-                censored = text_censor(text)
-                changed["profanity_censored"] += censored != text
-                text = censored
-            slotted = slots_rewrite(text)
-            changed["slots_rewritten"] += slotted != text
-            cleaned.append({"role": m["role"], "content": slotted})
-        kept.append({**example, "messages": cleaned})
+        cleaned, rule = example_clean(example, max_turn_chars=max_turn_chars, changed=changed)
+        if cleaned is None:
+            dropped[rule] += 1
+            by_source[(rule, example.get("source", ""))] += 1
+        else:
+            kept.append(cleaned)
+    seconds["rules"] = time.perf_counter() - started
 
+    started = time.perf_counter()
+    order = sorted(range(len(kept)), key=lambda i: not protected(kept[i]))
     unique, seen = [], set()
-    for example in kept:
+    for i in order:
+        example = kept[i]
         key = example_key(example)
-        if key in seen:
+        if key in seen and not protected(example):
             dropped["duplicate"] += 1
+            by_source[("duplicate", example.get("source", ""))] += 1
             continue
         seen.add(key)
         unique.append({**example, "key": key})
+    seconds["duplicates"] = time.perf_counter() - started
 
-    result = near_duplicates_drop(unique, threshold=near_duplicate_threshold)
-    dropped["near_duplicate"] += len(unique) - len(result)
+    started = time.perf_counter()
+    result = near_duplicates_drop(
+        unique, threshold=near_duplicate_threshold, protected=[protected(e) for e in unique]
+    )
+    kept_ids = {id(e) for e in result}
+    for example in unique:
+        if id(example) not in kept_ids:
+            dropped["near_duplicate"] += 1
+            by_source[("near_duplicate", example.get("source", ""))] += 1
+    seconds["near_duplicates"] = time.perf_counter() - started
     report = {
         "rows_in": len(examples),
         "dropped": {rule: dropped[rule] for rule in DROP_RULES},
+        "dropped_by_source": {
+            rule: {src: n for (r, src), n in sorted(by_source.items()) if r == rule}
+            for rule in DROP_RULES
+            if dropped[rule]
+        },
         "changed": dict(changed),
         "rows_out": len(result),
+        "seconds": {name: round(value, 2) for name, value in seconds.items()},
     }
     return result, report
+
+
+def example_clean(
+    example: dict, *, max_turn_chars: int, changed: Counter | None = None
+) -> tuple[dict | None, str]:
+    """One example through the content rules: (cleaned example, "") or (None, rule)."""
+    changed = Counter() if changed is None else changed
+    messages = [
+        {"role": m["role"], "content": text_normalize(m.get("content") or "")}
+        for m in example["messages"]
+    ]
+    if not messages or not any(m["role"] == "assistant" for m in messages):
+        return None, "empty"
+    if any(not m["content"] for m in messages):
+        return None, "empty"
+    if any(text_is_garbled(m["content"]) for m in messages):
+        return None, "garbled"
+    if any(len(m["content"]) > max_turn_chars for m in messages):
+        return None, "too_long"
+    if any(m["role"] == "assistant" and text_is_abusive(m["content"]) for m in messages):
+        return None, "abusive"
+    cleaned = []
+    for m in messages:
+        text = pii_mask(m["content"])
+        if text != m["content"]:
+            changed["pii_masked"] += 1
+        if m["role"] == "user":
+            censored = text_censor(text)
+            changed["profanity_censored"] += censored != text
+            text = censored
+        slotted = slots_rewrite(text)
+        changed["slots_rewritten"] += slotted != text
+        cleaned.append({"role": m["role"], "content": slotted})
+    return {**example, "messages": cleaned}, ""
 
 
 DROP_RULES = ("empty", "garbled", "too_long", "abusive", "duplicate", "near_duplicate")
 
 
-def near_duplicates_drop(examples: list[dict], *, threshold: float) -> list[dict]:
-    """Keep the first of every group of examples whose embeddings are >= threshold alike."""
-    if len(examples) < 2:
+def near_duplicates_drop(
+    examples: list[dict], *, threshold: float, protected: list[bool] | None = None
+) -> list[dict]:
+    """Drop every example whose embedding is >= threshold alike to an example kept before it;
+    `protected` ones (same order) are kept first and always, so they win their groups."""
+    protected = protected or [False] * len(examples)
+    if len(examples) < 2 or all(protected):
         return examples
     import faiss
 
-    from chatbot.knowledge.embedding import texts_embed
+    from training.data.embed import texts_embed_cached
 
-    vectors = texts_embed([example_text(e) for e in examples])
+    vectors = texts_embed_cached([example_text(e) for e in examples])
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     lims, _, ids = index.range_search(vectors, threshold)
-    dropped: set[int] = set()
-    for i in range(len(examples)):
-        if i in dropped:
-            continue
-        for j in ids[lims[i] : lims[i + 1]]:
-            if j > i:
-                dropped.add(int(j))
-    return [e for i, e in enumerate(examples) if i not in dropped]
+    order = sorted(range(len(examples)), key=lambda i: not protected[i])
+    kept: set[int] = set()
+    for i in order:
+        neighbours = {int(j) for j in ids[lims[i] : lims[i + 1]]} - {i}
+        if protected[i] or not neighbours & kept:
+            kept.add(i)
+    return [e for i, e in enumerate(examples) if i in kept]

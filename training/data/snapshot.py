@@ -1,9 +1,20 @@
-"""Build a versioned training snapshot: clean, split by conversation, shuffle, write files."""
+"""Build a versioned training snapshot: gather reviewed text, clean it, weight and augment
+corrections, split it by stable hashes, write files.
+
+Splits never depend on a seed or on what else is in the data: a seed row is in the frozen
+evaluation set when a hash of its id falls under `eval_seed_share`, a conversation is in
+validation when a hash of its id falls under `validation_share`, a correction paraphrase is
+held out when a hash of its text falls under `paraphrase_eval_share`. So the same rows are
+evaluation rows in every snapshot, whatever is added later, and never train.
+"""
 
 import hashlib
 import json
+import logging
 import random
+import re
 import shutil
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +28,10 @@ from training.data.pii import pii_mask
 from training.data.slots import slots_rewrite
 from training.models import DatasetSnapshot
 
-SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl"}
+log = logging.getLogger(__name__)
+SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
 PREFERENCES_FILE = "preferences.jsonl"
+CORRECTION_SOURCES = ("correction", "correction_paraphrase")
 
 
 class DatasetError(Exception):
@@ -29,25 +42,114 @@ def datasets_dir() -> Path:
     return Path(settings.DATA_DIR) / "datasets"
 
 
-def conversations_split(
-    examples: list[dict], *, validation_share: float, seed: int
-) -> tuple[list[dict], list[dict]]:
-    """Split by conversation (never one conversation on both sides), then shuffle each side.
+def stable_fraction(text: str, salt: str) -> float:
+    """A number in [0, 1) fixed by `text` alone (sha1), for splits that never move."""
+    return int(hashlib.sha1(f"{salt}:{text}".encode()).hexdigest()[:13], 16) / 16**13
 
-    At least one conversation goes to validation when there are two or more.
-    """
-    conversation_ids = sorted({e["conversation_id"] for e in examples})
-    random.Random(seed).shuffle(conversation_ids)
-    count = round(len(conversation_ids) * validation_share)
-    if len(conversation_ids) >= 2:
-        count = min(max(count, 1), len(conversation_ids) - 1)
-    held_out = set(conversation_ids[:count])
+
+def question_norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def correction_topic(answer: str) -> str:
+    """Corrections with the same answer text are one topic (20 corrections, one policy)."""
+    return "correction:" + hashlib.sha1(question_norm(answer).encode()).hexdigest()[:10]
+
+
+def stable_split(
+    examples: list[dict], *, validation_share: float, always_train=lambda e: False
+) -> tuple[list[dict], list[dict]]:
+    """(train, validation) by a hash of `conversation_id`: never one conversation on both
+    sides, the same conversations whatever else is added. `always_train` rows stay in train
+    (corrections). With two or more candidate conversations and none drawn, the one with the
+    lowest hash goes to validation, so early stopping always has rows."""
+    candidates = {e["conversation_id"] for e in examples if not always_train(e)}
+    candidates -= {e["conversation_id"] for e in examples if always_train(e)}
+    held_out = {c for c in candidates if stable_fraction(c, "validation") < validation_share}
+    if not held_out and len(candidates) >= 2 and validation_share > 0:
+        held_out = {min(candidates, key=lambda c: stable_fraction(c, "validation"))}
     train = [e for e in examples if e["conversation_id"] not in held_out]
     validation = [e for e in examples if e["conversation_id"] in held_out]
-    rng = random.Random(seed + 1)
-    rng.shuffle(train)
-    rng.shuffle(validation)
+    validation.sort(key=lambda e: (stable_fraction(e["conversation_id"], "validation"), e["key"]))
     return train, validation
+
+
+def seed_eval_case(row: dict) -> dict:
+    return {
+        "id": row["id"],
+        "kind": "seed",
+        "prompt": row["messages"][:-1],
+        "expected": row["messages"][-1]["content"],
+        "correction_id": None,
+        "topic": row.get("topic") or "",
+    }
+
+
+def correction_paraphrases(
+    corrections: list[dict], *, cfg: TrainConfig
+) -> tuple[list[dict], list[dict], dict]:
+    """(training rows, evaluation cases, report) from the base model's paraphrases of each
+    cleaned correction row's question (see training/data/paraphrase.py)."""
+    report = {"questions": 0, "candidates": 0, "fit": 0, "train": 0, "eval": 0}
+    if not corrections or cfg.paraphrases_per_correction <= 0:
+        return [], [], report
+    from chatbot.serving.loading import ModelLoadError
+    from chatbot.serving.versions import base_model_path
+    from training.data.paraphrase import paraphrases_filter, paraphrases_generate
+
+    questions = [row["messages"][0]["content"] for row in corrections]
+    try:
+        raw = paraphrases_generate(
+            questions,
+            count=cfg.paraphrases_per_correction,
+            seed=cfg.seed,
+            model_path=Path(base_model_path()),
+        )
+    except ModelLoadError as exc:  # corrections still train, just without paraphrases
+        log.warning("No correction paraphrases: %s", exc)
+        return [], [], {**report, "error": str(exc)}
+    report["questions"] = len(raw)
+    trained_questions = {question_norm(q) for q in questions}
+    rows, cases = [], {}
+    for row, question in zip(corrections, questions, strict=True):
+        answer = row["messages"][1]["content"]
+        report["candidates"] += len(raw[question])
+        fit = paraphrases_filter(
+            question,
+            raw[question],
+            min_similarity=cfg.paraphrase_min_similarity,
+            max_similarity=cfg.paraphrase_max_similarity,
+        )
+        report["fit"] += len(fit)
+        for text, _ in fit:
+            norm = question_norm(text)
+            digest = hashlib.sha1(norm.encode()).hexdigest()[:10]
+            if stable_fraction(norm, "paraphrase") < cfg.paraphrase_eval_share:
+                if norm not in trained_questions:  # a real customer asked it: that trains
+                    cases[(norm, row["correction_id"])] = {
+                        "id": f"correction:{row['correction_id']}:{digest}",
+                        "kind": "correction",
+                        "prompt": [{"role": "user", "content": text}],
+                        "expected": answer,
+                        "correction_id": row["correction_id"],
+                        "topic": correction_topic(answer),
+                    }
+                continue
+            rows.append(
+                {
+                    "id": f"paraphrase:{row['correction_id']}:{digest}",
+                    "conversation_id": row["conversation_id"],
+                    "source": "correction_paraphrase",
+                    "correction_id": row["correction_id"],
+                    "weight": max(1, cfg.paraphrase_weight),
+                    "messages": [
+                        {"role": "user", "content": text},
+                        {"role": "assistant", "content": answer},
+                    ],
+                }
+            )
+    report["train"], report["eval"] = len(rows), len(cases)
+    return rows, list(cases.values()), report
 
 
 def pairs_clean(pairs: list[dict]) -> list[dict]:
@@ -77,39 +179,92 @@ def _jsonl_write(path: Path, rows: list[dict]) -> None:
 
 
 def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
-    """Gather everything the app knows, clean it, split it and store it as a snapshot.
+    """Gather reviewed text, clean it, weight and augment corrections, split and store it.
 
     Files go to DATA_DIR/datasets/<name>/ (written to a temporary folder, renamed at the end):
-    train.jsonl, validation.jsonl, preferences.jsonl, report.json. Raises DatasetError when
-    nothing usable is left.
+    train.jsonl, validation.jsonl, eval.jsonl (the frozen evaluation set), preferences.jsonl,
+    report.json. Raises DatasetError when nothing usable is left.
     """
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 2)
+        clock = now
+
     seed_rows = sources.seed_examples()
-    conversation_rows = sources.conversation_examples()
+    conversation_rows = sources.conversation_examples(include_thumbs_up=cfg.include_thumbs_up)
+    correction_rows = sources.correction_examples()
     raw_pairs = sources.preference_pairs()
-    examples = seed_rows + conversation_rows
+    for row in correction_rows:
+        row["weight"] = max(1, cfg.correction_weight)
+    lap("gather")
+
+    # Corrections are cleaned first: their cleaned questions are what gets paraphrased.
+    corrections, _ = examples_clean(
+        correction_rows,
+        max_turn_chars=cfg.max_turn_chars,
+        near_duplicate_threshold=cfg.near_duplicate_threshold,
+        protected=lambda e: True,
+    )
+    paraphrase_rows, correction_cases, paraphrase_report = correction_paraphrases(
+        corrections, cfg=cfg
+    )
+    lap("paraphrases")
+
+    eval_ids = {
+        row["id"] for row in seed_rows if stable_fraction(row["id"], "eval") < cfg.eval_seed_share
+    }
+    examples = correction_rows + paraphrase_rows + seed_rows + conversation_rows
     kept, cleaning = examples_clean(
         examples,
         max_turn_chars=cfg.max_turn_chars,
         near_duplicate_threshold=cfg.near_duplicate_threshold,
+        # Correction and paraphrase rows (they carry their correction's id) and evaluation rows.
+        protected=lambda e: e.get("correction_id") is not None or e["id"] in eval_ids,
     )
+    lap("clean")
     if not kept:
         raise DatasetError(f"No usable examples: {len(examples)} in, none left after cleaning.")
-    train, validation = conversations_split(
-        kept, validation_share=cfg.validation_share, seed=cfg.seed
+    for row in kept:
+        row.setdefault("weight", 1)
+        row.setdefault("correction_id", None)
+    eval_cases = [seed_eval_case(e) for e in kept if e["id"] in eval_ids]
+    eval_cases.sort(key=lambda case: stable_fraction(case["id"], "eval"))
+    eval_cases += sorted(correction_cases, key=lambda case: case["id"])
+    trainable = [
+        {k: v for k, v in e.items() if k != "topic"} for e in kept if e["id"] not in eval_ids
+    ]
+    train, validation = stable_split(
+        trainable,
+        validation_share=cfg.validation_share,
+        always_train=lambda e: e["source"] in CORRECTION_SOURCES,
     )
+    train.sort(key=lambda e: (e["key"], e["id"]))
+    random.Random(cfg.seed).shuffle(train)
     held_out = {e["conversation_id"] for e in validation}
     pairs = [p for p in pairs_clean(raw_pairs) if p["conversation_id"] not in held_out]
+    lap("split")
     report = {
         "sources": {
             "seed": len(seed_rows),
             "conversations": len(conversation_rows),
+            "conversations_by_source": dict(Counter(e["source"] for e in conversation_rows)),
+            "corrections": len(correction_rows),
             "preference_pairs": len(raw_pairs),
         },
+        "paraphrases": paraphrase_report,
         **cleaning,
         "by_source_out": dict(Counter(e["source"] for e in kept)),
         "split": {
             "train": len(train),
             "validation": len(validation),
+            "eval": len(eval_cases),
+            "train_by_source": dict(Counter(e["source"] for e in train)),
+            "train_weighted": sum(e["weight"] for e in train),
+            "eval_by_kind": dict(Counter(c["kind"] for c in eval_cases)),
             "train_conversations": len({e["conversation_id"] for e in train}),
             "validation_conversations": len(held_out),
         },
@@ -125,12 +280,30 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
     partial.mkdir(parents=True)
     _jsonl_write(partial / SPLIT_FILES["train"], train)
     _jsonl_write(partial / SPLIT_FILES["validation"], validation)
+    _jsonl_write(partial / SPLIT_FILES["eval"], eval_cases)
     _jsonl_write(partial / PREFERENCES_FILE, pairs)
+    lap("write")
+    report["seconds"] = {
+        **timings,
+        "total": round(sum(timings.values()), 2),
+        "clean_detail": cleaning.pop("seconds"),
+    }
     data_config = {
-        "seed": cfg.seed,
-        "validation_share": cfg.validation_share,
-        "max_turn_chars": cfg.max_turn_chars,
-        "near_duplicate_threshold": cfg.near_duplicate_threshold,
+        name: getattr(cfg, name)
+        for name in (
+            "validation_share",
+            "max_turn_chars",
+            "near_duplicate_threshold",
+            "include_thumbs_up",
+            "correction_weight",
+            "paraphrase_weight",
+            "paraphrases_per_correction",
+            "paraphrase_min_similarity",
+            "paraphrase_max_similarity",
+            "paraphrase_eval_share",
+            "eval_seed_share",
+            "seed",
+        )
     }
     (partial / "report.json").write_text(json.dumps({"config": data_config, **report}, indent=2))
     partial.rename(target)
@@ -162,7 +335,8 @@ def snapshot_get(snapshot_id: str | int | None = None) -> DatasetSnapshot:
 
 
 def snapshot_rows(snapshot: DatasetSnapshot, split: str) -> list[dict]:
-    """Rows of a split ("train", "validation") or "preferences"."""
+    """Rows of a split ("train", "validation"), the evaluation cases ("eval") or
+    "preferences"."""
     filename = PREFERENCES_FILE if split == "preferences" else SPLIT_FILES[split]
     path = Path(snapshot.path) / filename
     if not path.exists():

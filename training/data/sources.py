@@ -1,12 +1,14 @@
 """Where training examples come from: the seed corpus, logged conversations, agent feedback.
 
 Feedback contract (the `feedback` app, read defensively so training works without it):
-`feedback.exports.sft_examples()` -> [{"conversation_id", "messages": [{"role": "user" |
-"assistant", "content"}], ...}] (corrected replies already substituted) and
+`feedback.exports.sft_examples(include_thumbs_up=...)` -> [{"conversation_id", "messages":
+[{"role": "user" | "assistant", "content"}], "source", ...}] (reviewed text only, corrected
+replies already substituted), `feedback.exports.correction_examples()` -> single-turn
+[{"conversation_id", "correction_id", "messages": [question, correction]}] and
 `feedback.exports.preference_pairs()` -> [{"conversation_id", "prompt": [messages],
 "chosen": [assistant message], "rejected": [assistant message]}] (TRL's conversational
-format). Without that module, conversations are read from chatbot.Message directly and there
-are no preference pairs.
+format). Without that module, only agents' own messages are read from chatbot.Message
+(bot replies are unreviewed there) and there are no corrections or preference pairs.
 """
 
 import json
@@ -62,6 +64,7 @@ def seed_examples() -> list[dict]:
             "id": f"seed:{seed.source}:{seed.external_id}",
             "conversation_id": f"seed:{seed.source}:{seed.external_id}",
             "source": "seed",
+            "topic": seed.intent or seed.category,
             "messages": [
                 {"role": "user", "content": seed.customer},
                 {"role": "assistant", "content": seed.agent},
@@ -79,35 +82,60 @@ def _feedback_export(name: str):
     return getattr(exports, name, None)
 
 
-def conversation_examples() -> list[dict]:
-    """Logged conversations as chat examples, through the feedback app when it is there."""
+def conversation_examples(*, include_thumbs_up: bool = False) -> list[dict]:
+    """Logged conversations as chat examples of reviewed text, through the feedback app when
+    it is there; `source` is "correction", "approved", "agent" or "thumbs_up"."""
     export = _feedback_export("sft_examples")
     if export is not None:
         return [
             {
                 "id": f"conversation:{row['conversation_id']}",
                 "conversation_id": str(row["conversation_id"]),
-                "source": "feedback",
+                "source": row.get("source", "agent"),
                 "messages": row["messages"],
             }
-            for row in export()
+            for row in export(include_thumbs_up=include_thumbs_up)
         ]
     return _messages_as_examples()
 
 
+def correction_examples() -> list[dict]:
+    """One single-turn example per corrected reply: customer question -> newest correction."""
+    export = _feedback_export("correction_examples")
+    if export is None:
+        return []
+    return [
+        {
+            "id": f"correction:{row['correction_id']}",
+            "conversation_id": str(row["conversation_id"]),
+            "source": "correction",
+            "correction_id": row["correction_id"],
+            "messages": row["messages"],
+        }
+        for row in export()
+    ]
+
+
 def _messages_as_examples() -> list[dict]:
+    """Without the feedback app nothing reviews bot replies: keep each conversation up to its
+    first bot reply, so only customers' and agents' own messages train."""
     from chatbot.models import Message
     from chatbot.prompting import ROLE_FOR_MODEL
 
     examples: dict[str, list[dict]] = {}
+    stopped: set[str] = set()
     for conversation_id, role, text in (
         Message.objects.order_by("conversation_id", "created_at", "id")
         .values_list("conversation_id", "role", "text")
         .iterator(chunk_size=2000)
     ):
-        if role not in ROLE_FOR_MODEL:
+        conversation_id = str(conversation_id)
+        if role not in ROLE_FOR_MODEL or conversation_id in stopped:
             continue
-        turns = examples.setdefault(str(conversation_id), [])
+        if role == Message.Role.BOT:
+            stopped.add(conversation_id)
+            continue
+        turns = examples.setdefault(conversation_id, [])
         model_role = ROLE_FOR_MODEL[role]
         if turns and turns[-1]["role"] == model_role:
             turns[-1]["content"] += "\n\n" + text
@@ -122,7 +150,7 @@ def _messages_as_examples() -> list[dict]:
                 {
                     "id": f"conversation:{conversation_id}",
                     "conversation_id": conversation_id,
-                    "source": "conversation",
+                    "source": "agent",
                     "messages": turns,
                 }
             )

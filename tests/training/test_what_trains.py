@@ -1,0 +1,214 @@
+"""What trains: reviewed text only, corrections weighted/paraphrased/never deduplicated, and
+a frozen evaluation set that no snapshot ever trains on."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from chatbot.models import Conversation, Message
+from feedback import services
+from training.data.paraphrase import (
+    PROMPT_VERSION,
+    _cache_path,
+    paraphrases_filter,
+    paraphrases_generate,
+)
+from training.data.snapshot import dataset_build, snapshot_rows
+from training.models import SeedExample
+
+pytestmark = pytest.mark.django_db
+
+RETURNS = "You can return any item within 60 days; we pay the return label."
+JACKET = "How long do I have to return a jacket?"
+JACKET_PARAPHRASES = [
+    "How many days do I have to send a jacket back?",
+    "Until when can I return a jacket I bought?",
+    "What is the time limit for returning a jacket?",
+    "How much time do I get to return a jacket?",
+    "Is there a deadline to return a jacket?",
+    "When is it too late to return a jacket?",
+    "zx qq blorp vv?",  # what a confused model writes: dropped by similarity
+    "Bananas are yellow and tasty?",
+]
+
+
+@pytest.fixture
+def agent(db):
+    from feedback.agents import agent_create
+
+    return agent_create(username="alice", password="s3cret-Agent-pass")
+
+
+def conversation(turns, *, key="c"):
+    chat = Conversation.objects.create(session_key=key)
+    start = timezone.now()
+    return [
+        Message.objects.create(
+            conversation=chat,
+            role=role,
+            text=text,
+            created_at=start + timezone.timedelta(seconds=i),
+        )
+        for i, (role, text) in enumerate(turns)
+    ]
+
+
+def corrected(agent, question, answer, *, key):
+    _, bot = conversation([("customer", question), ("bot", "I am not sure.")], key=key)
+    return services.correction_submit(message_id=bot.id, agent=agent, text=answer)
+
+
+def rows(snapshot):
+    return {split: snapshot_rows(snapshot, split) for split in ("train", "validation", "eval")}
+
+
+def user_texts(split_rows):
+    return {r["messages"][0]["content"] for r in split_rows}
+
+
+def test_eval_set_is_frozen_disjoint_and_independent_of_seed_and_additions(
+    data_dir, seed_corpus, tiny_cfg, agent
+):
+    cfg = dataclasses.replace(tiny_cfg, eval_seed_share=0.3, paraphrases_per_correction=0)
+    first = rows(dataset_build(cfg=cfg, name="a"))
+    eval_ids = {c["id"] for c in first["eval"]}
+    assert eval_ids and all(c["kind"] == "seed" for c in first["eval"])
+    case = first["eval"][0]
+    assert case["prompt"][-1]["role"] == "user" and case["expected"]
+    trained = {r["id"] for r in first["train"] + first["validation"]}
+    assert not eval_ids & trained
+    assert len(eval_ids | trained) == 36  # every seed row is somewhere (no near-duplicates)
+    validation_conversations = {r["conversation_id"] for r in first["validation"]}
+    assert validation_conversations
+    assert not validation_conversations & {r["conversation_id"] for r in first["train"]}
+
+    # More seed rows, a corrected conversation and a liked reply arrive; another seed.
+    SeedExample.objects.bulk_create(
+        SeedExample(
+            source="more",
+            external_id=str(i),
+            customer=f"Do you sell size {i} shoes?",
+            agent=f"Yes, size {i} is in stock.",
+        )
+        for i in range(30)
+    )
+    corrected(agent, JACKET, RETURNS, key="k1")
+    _, liked = conversation([("customer", "Hi there"), ("bot", "Hello! How can I help?")], key="k2")
+    services.customer_message_rate(
+        conversation_id=liked.conversation_id, message_id=liked.id, value="up"
+    )
+    second = rows(dataset_build(cfg=dataclasses.replace(cfg, seed=7), name="b"))
+    second_eval = {c["id"] for c in second["eval"]}
+    assert {i for i in second_eval if i.startswith("seed:test:")} == eval_ids
+    assert second_eval - eval_ids  # some new seed rows joined the evaluation set
+    assert not second_eval & {r["id"] for r in second["train"] + second["validation"]}
+    assert validation_conversations <= {r["conversation_id"] for r in second["validation"]}
+    sources = {r["source"] for r in second["train"]}
+    assert "correction" in sources and "thumbs_up" not in sources
+
+    third = rows(dataset_build(cfg=dataclasses.replace(cfg, include_thumbs_up=True), name="c"))
+    assert "thumbs_up" in {r["source"] for r in third["train"] + third["validation"]}
+
+
+def test_corrections_sharing_one_answer_all_train_weighted_never_deduplicated(
+    data_dir, seed_corpus, tiny_cfg, agent
+):
+    cfg = dataclasses.replace(
+        tiny_cfg, near_duplicate_threshold=0.95, paraphrases_per_correction=0, correction_weight=4
+    )
+    items = ["shoes", "jacket", "scarf", "hat", "bag"]
+    for i in range(20):
+        question = f"Can I return the {items[i % 5]} I bought {i + 2} days ago?"
+        corrected(agent, question, RETURNS, key=f"k{i}")
+    snapshot = dataset_build(cfg=cfg, name="corr")
+    split = rows(snapshot)
+    corrections = [r for r in split["train"] if r["source"] == "correction"]
+    assert len(corrections) == 20
+    assert {r["weight"] for r in corrections} == {4}
+    assert all(r["correction_id"] and r["messages"][1]["content"] == RETURNS for r in corrections)
+    assert len({r["key"] for r in corrections}) == 20
+    assert not [r for r in split["validation"] if r["source"] == "correction"]
+    assert {r["weight"] for r in split["train"] if r["source"] == "seed"} == {1}
+    report = snapshot.report
+    assert report["split"]["train_weighted"] == report["split"]["train"] + 20 * 3
+    # The same 20 single exchanges as conversation examples are duplicates of the rows above.
+    assert report["dropped_by_source"]["duplicate"] == {"correction": 20}
+
+
+def test_correction_paraphrases_train_or_are_held_out_never_both(
+    data_dir, seed_corpus, tiny_cfg, agent, tiny_model, monkeypatch
+):
+    cfg = dataclasses.replace(tiny_cfg, paraphrases_per_correction=len(JACKET_PARAPHRASES))
+    correction = corrected(agent, JACKET, RETURNS, key="k1")
+    # Paraphrases come from the on-disk cache (as on every rebuild): no model is loaded.
+    path = _cache_path(Path(tiny_model), JACKET)
+    path.parent.mkdir(parents=True)
+    record = {"question": JACKET, "count": cfg.paraphrases_per_correction, "seed": cfg.seed}
+    record.update(prompt_version=PROMPT_VERSION, candidates=JACKET_PARAPHRASES)
+    path.write_text(json.dumps(record))
+    monkeypatch.setattr("chatbot.serving.loading.model_load", lambda *a, **k: 1 / 0)
+
+    snapshot = dataset_build(cfg=cfg, name="para")
+    split = rows(snapshot)
+    trained = [r for r in split["train"] if r["source"] == "correction_paraphrase"]
+    held_out = [c for c in split["eval"] if c["kind"] == "correction"]
+    assert trained and held_out
+    assert all(r["messages"][1]["content"] == RETURNS for r in trained)
+    assert {r["weight"] for r in trained} == {cfg.paraphrase_weight}
+    assert {r["correction_id"] for r in trained} == {correction.id}
+    assert {(c["expected"], c["correction_id"]) for c in held_out} == {(RETURNS, correction.id)}
+    assert len({c["topic"] for c in held_out}) == 1
+    prompts = {c["prompt"][0]["content"] for c in held_out}
+    assert not prompts & user_texts(split["train"] + split["validation"])
+    assert len(prompts) + len(trained) == 6  # the two garbage candidates are gone
+    assert snapshot.report["paraphrases"] == {
+        "questions": 1,
+        "candidates": 8,
+        "fit": 6,
+        "train": len(trained),
+        "eval": len(held_out),
+    }
+    [single] = [r for r in split["train"] if r["source"] == "correction"]
+    assert single["messages"] == [
+        {"role": "user", "content": JACKET},
+        {"role": "assistant", "content": RETURNS},
+    ]
+
+
+def test_tiny_model_paraphrases_are_cached_and_its_garbage_filtered(
+    data_dir, tiny_model, monkeypatch
+):
+    raw = paraphrases_generate([JACKET], count=3, seed=1, model_path=Path(tiny_model))
+    assert len(raw[JACKET]) == 3
+    assert _cache_path(Path(tiny_model), JACKET).exists()
+    monkeypatch.setattr("chatbot.serving.loading.model_load", lambda *a, **k: 1 / 0)
+    assert paraphrases_generate([JACKET], count=3, seed=1, model_path=Path(tiny_model)) == raw
+    assert paraphrases_filter(JACKET, raw[JACKET], min_similarity=0.82, max_similarity=0.985) == []
+    kept = paraphrases_filter(
+        JACKET,
+        [JACKET, "how long do I have to return a jacket", *JACKET_PARAPHRASES[:2], "zx qq?"],
+        min_similarity=0.82,
+        max_similarity=0.985,
+    )
+    assert [text for text, _ in kept] == JACKET_PARAPHRASES[:2]
+
+
+def test_damaged_caches_and_a_missing_paraphrase_model_do_not_stop_the_build(
+    data_dir, seed_corpus, tiny_cfg, agent, settings, tmp_path
+):
+    from training.data.embed import texts_embed_cached
+
+    texts = ["Where is my parcel?", "Can I return shoes?"]
+    first = texts_embed_cached(texts)
+    [cache] = (data_dir / "cache").glob("embeddings-*.npz")
+    cache.write_bytes(b"not a numpy file")
+    assert abs(texts_embed_cached(texts) - first).max() < 1e-5
+
+    settings.CHAT_BASE_MODEL_PATH = str(tmp_path / "no-such-model")
+    corrected(agent, JACKET, RETURNS, key="k1")
+    snapshot = dataset_build(cfg=tiny_cfg, name="nomodel")
+    assert "no-such-model" in snapshot.report["paraphrases"]["error"]
+    assert [r["source"] for r in rows(snapshot)["train"]].count("correction") == 1
