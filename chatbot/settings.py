@@ -254,8 +254,20 @@ TRAINING_ENV = {
 # Filled into the dataset's {{...}} template slots (training/data/slots.py); empty = neutral text.
 SHOP_SUPPORT_PHONE = env("SHOP_SUPPORT_PHONE")
 SHOP_SUPPORT_HOURS = env("SHOP_SUPPORT_HOURS", "9am-6pm Monday to Friday")
-# Retraining runs: minimum cleaned training examples, evaluation size for the gate.
+# Retraining runs: minimum cleaned training examples.
 TRAINING_MIN_EXAMPLES = env_int("TRAINING_MIN_EXAMPLES", 50)
-TRAINING_EVAL_CASES = env_int("TRAINING_EVAL_CASES", 40)
+
+# --- Gate, evaluation and run progress (issue 9: training/gate.py, evaluate.py, runs.py) -----
+# General (seed) cases of the frozen evaluation set scored per version; correction cases
+# and agents' regression cases always come on top. Replies: greedy, batched, bf16 if possible.
+TRAINING_EVAL_CASES = env_int("TRAINING_EVAL_CASES", 200)
 TRAINING_EVAL_MAX_NEW_TOKENS = env_int("TRAINING_EVAL_MAX_NEW_TOKENS", 64)
-TRAINING_REGRESSION_MIN_SIMILARITY = env_float("TRAINING_REGRESSION_MIN_SIMILARITY", 0.6)
+TRAINING_EVAL_BATCH_SIZE = env_int("TRAINING_EVAL_BATCH_SIZE", 16)
+# A correction or regression case passes at this MiniLM similarity to the correction.
+TRAINING_CORRECTIONS_MIN_SIMILARITY = env_float("TRAINING_CORRECTIONS_MIN_SIMILARITY", 0.6)
+# Forgetting check: seed-case similarity and ROUGE-L may drop by at most this much.
+TRAINING_GATE_FORGETTING_TOLERANCE = env_float("TRAINING_GATE_FORGETTING_TOLERANCE", 0.02)
+# Paired bootstrap of the primary metric's per-case gain (seeded, 95 % interval).
+TRAINING_GATE_BOOTSTRAP_RESAMPLES = env_int("TRAINING_GATE_BOOTSTRAP_RESAMPLES", 2000)
+# A running stage writes a heartbeat this often, even while it reports no progress.
+TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 15.0)

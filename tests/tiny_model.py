@@ -18,7 +18,9 @@ CORPUS = [
 ]
 
 
-def tiny_model_build(folder: Path, *, seed: int = 0) -> Path:
+def tiny_model_build(folder: Path, *, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """Build it in `folder`. A larger `initializer_range` lets a LoRA adapter (which cannot
+    rescale the frozen output layer) move the replies far enough to learn whole answers."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -56,6 +58,7 @@ def tiny_model_build(folder: Path, *, seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
     model = LlamaForCausalLM(config)
     # Keep the random model from ever choosing end-of-turn, so replies have a known length.

@@ -51,9 +51,22 @@ class TrainConfig:
     max_eval_examples: int = field(
         default=200, metadata=_help("Validation examples used for early stopping; 0 = all.")
     )
-    # Continual training and preferences
-    replay_share: float = field(
-        default=0.3, metadata=_help("Share of the mix drawn from earlier training data.")
+    # Incremental retrains (continue from the parent adapter) and preferences
+    incremental: bool = field(
+        default=True,
+        metadata=_help("Continue from the parent's adapter on new rows + replay; 0 = full."),
+    )
+    replay_examples: int = field(
+        default=64, metadata=_help("Earlier training rows replayed in an incremental run.")
+    )
+    incremental_learning_rate: float = field(
+        default=3e-4, metadata=_help("Peak learning rate of an incremental run.")
+    )
+    incremental_epochs: float = field(
+        default=3.0, metadata=_help("Passes over new rows + replay in an incremental run.")
+    )
+    incremental_eval_examples: int = field(
+        default=16, metadata=_help("Validation rows for early stopping in an incremental run.")
     )
     dpo_beta: float = field(default=0.1, metadata=_help("DPO temperature beta."))
     dpo_min_pairs: int = field(default=50, metadata=_help("Run DPO after SFT from N pairs on."))

@@ -1,9 +1,12 @@
-"""Evaluate a model (base or fine-tuned artifact) on a fixed set of chat cases.
+"""Evaluate a model (base or fine-tuned artifact) on the frozen evaluation cases.
 
-Each case is a snapshot row {"messages": [...]} whose last assistant turn is the reference.
-Metrics: validation loss and perplexity (teacher-forced, assistant tokens only), ROUGE-L F1,
-token F1, mean MiniLM cosine similarity to the reference, and safety counts over the
-generated replies: toxic words, leaked PII, raw template slots, invented order numbers.
+A case is {"id", "kind": "seed" | "correction" | "regression", "prompt": [messages ending
+with a user turn], "expected": reference reply, "correction_id", "topic"} (a snapshot's
+`eval.jsonl`). Every case gets its own scores (MiniLM cosine similarity to the reference,
+ROUGE-L F1, token F1, failed safety checks), so the gate can pair cases and bootstrap; the
+report's means are computed from them. Generation is greedy, batched (left-padded, cases
+sorted by length) and runs in bf16 where the CPU or GPU supports it. Validation loss
+(teacher-forced on the reference) is optional: the gate does not use it.
 """
 
 import math
@@ -11,6 +14,7 @@ import re
 import string
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,23 +26,31 @@ from training.data.slots import raw_slots
 
 ORDER_NUMBER = re.compile(r"#\s?\d{3,}|\b\d{5,}\b|\b[A-Z]{2,4}-\d{3,}\b")
 SAFETY_CHECKS = ("toxic", "pii_leak", "raw_slot", "invented_order_number")
+EVAL_FILE = "eval.jsonl"
+Progress = Callable[[dict], None]
 
 
 @dataclass
 class EvalReport:
     artifact: str
     cases: int
-    val_loss: float
-    perplexity: float
+    val_loss: float | None
+    perplexity: float | None
     rouge_l: float
     token_f1: float
     embedding_similarity: float
     safety: dict
     max_new_tokens: int
     seconds: float
+    bf16: bool = False
     samples: list[dict] = field(default_factory=list)
-    # Per-case embedding similarity, in case order (regression cases are judged one by one).
-    case_similarity: list[float] = field(default_factory=list)
+    # One record per case, in case order: {"id", "kind", "correction_id", "topic",
+    # "semantic_similarity", "rouge_l", "token_f1", "safety": [failed checks]}.
+    per_case: list[dict] = field(default_factory=list)
+
+    @property
+    def case_similarity(self) -> list[float]:
+        return [c["semantic_similarity"] for c in self.per_case]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +90,52 @@ def _batches(items: list, size: int):
         yield items[start : start + size]
 
 
+def case_from_row(row: dict) -> dict:
+    """A snapshot row {"messages": [..., assistant]} as an evaluation case (its last reply
+    is the reference); a correction row keeps its correction id."""
+    messages = row["messages"]
+    correction_id = row.get("correction_id")
+    return {
+        "id": str(row.get("id") or row.get("key") or row.get("conversation_id") or ""),
+        "kind": "correction" if correction_id is not None else "seed",
+        "prompt": messages[:-1],
+        "expected": messages[-1]["content"],
+        "correction_id": correction_id,
+        "topic": row.get("topic", ""),
+    }
+
+
+def snapshot_eval_cases(snapshot) -> list[dict]:
+    """The frozen evaluation set of a snapshot: its `eval.jsonl`; for a snapshot written
+    before that file existed, its validation rows beyond the early-stopping ones."""
+    import json
+
+    from training.config import train_config
+    from training.data.snapshot import snapshot_rows
+
+    path = Path(snapshot.path) / EVAL_FILE
+    if path.exists():
+        with path.open(encoding="utf-8") as stream:
+            return [json.loads(line) for line in stream if line.strip()]
+    rows = snapshot_rows(snapshot, "validation")
+    skip = train_config().max_eval_examples
+    held_out = rows[skip:] if len(rows) > skip else rows
+    return [case_from_row(r) for r in held_out if r["messages"][-1]["role"] == "assistant"]
+
+
+def evaluation_cases(snapshot_id: str | int | None = None, *, limit: int = 0) -> list[dict]:
+    """The evaluation cases of a snapshot (newest by default): every correction case and the
+    first `limit` others (0 = all). The file order is stable, so the same cases come back."""
+    from training.data.snapshot import snapshot_get
+
+    cases = snapshot_eval_cases(snapshot_get(snapshot_id))
+    if not limit:
+        return cases
+    others = [c for c in cases if c.get("kind") != "correction"][:limit]
+    keep = {id(c) for c in others}
+    return [c for c in cases if c.get("kind") == "correction" or id(c) in keep]
+
+
 def _validation_loss(model, tokenizer, cases, system: str, batch_size: int) -> float:
     import torch
 
@@ -86,10 +144,17 @@ def _validation_loss(model, tokenizer, cases, system: str, batch_size: int) -> f
     features = [
         f
         for f in (
-            chat_tokenize(tokenizer, c["messages"], system=system, max_length=4096) for c in cases
+            chat_tokenize(
+                tokenizer,
+                [*c["prompt"], {"role": "assistant", "content": c["expected"]}],
+                system=system,
+                max_length=4096,
+            )
+            for c in cases
         )
         if f is not None
     ]
+    features.sort(key=lambda f: f["length"])
     collate = ChatCollator(tokenizer.pad_token_id)
     total, count = 0.0, 0
     with torch.inference_mode():
@@ -110,18 +175,35 @@ def _validation_loss(model, tokenizer, cases, system: str, batch_size: int) -> f
     return total / max(count, 1)
 
 
-def _generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int):
+def replies_generate(
+    model,
+    tokenizer,
+    prompts: list[list[dict]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Greedy replies, in prompt order. Prompts are batched longest first (similar lengths
+    share a batch: little padding, and a too-long batch fails at once), left-padded."""
     import torch
 
-    replies = []
+    texts = [
+        tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+        for p in prompts
+    ]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    replies: list[str] = [""] * len(prompts)
     tokenizer.padding_side = "left"
+    done = 0
     with torch.inference_mode():
-        for batch in _batches(prompts, batch_size):
-            texts = [
-                tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
-                for p in batch
-            ]
-            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        for batch in _batches(order, batch_size):
+            encoded = tokenizer(
+                [texts[i] for i in batch],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            )
             output = model.generate(
                 **encoded,
                 max_new_tokens=max_new_tokens,
@@ -130,18 +212,45 @@ def _generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, 
                 pad_token_id=tokenizer.pad_token_id,
             )
             new = output[:, encoded["input_ids"].shape[1] :]
-            replies += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+            for i, text in zip(batch, decoded, strict=True):
+                replies[i] = text.replace("\x00", "").strip()  # NUL: not storable as JSON text
+            done += len(batch)
+            if progress:
+                progress({"done": done, "total": len(prompts)})
     return replies
 
 
-def evaluation_cases(snapshot_id: str | int | None = None, *, limit: int = 50, skip: int = 0):
-    """The fixed evaluation set: validation rows [skip, skip + limit) of a snapshot (newest by
-    default). Its validation file is shuffled once with the snapshot's seed, so the same
-    arguments always give the same cases. Training validates (early stopping) on the first
-    `max_eval_examples` rows; pass that as `skip` to evaluate on rows training never saw."""
-    from training.data.snapshot import snapshot_get, snapshot_rows
+def cases_score(cases: list[dict], replies: list[str], *, system: str) -> list[dict]:
+    """Per-case scores of `replies` against the cases' references (see EvalReport)."""
+    from rouge_score import rouge_scorer
 
-    return snapshot_rows(snapshot_get(snapshot_id), "validation")[skip : skip + limit]
+    from chatbot.knowledge.embedding import texts_embed
+
+    references = [c["expected"] for c in cases]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    similarity = (texts_embed(replies) * texts_embed(references)).sum(axis=1)
+    records = []
+    for case, reply, ref, sim in zip(cases, replies, references, similarity, strict=True):
+        prompt_text = "\n".join(m["content"] for m in case["prompt"])
+        flags = safety_flags(reply, prompt_text=prompt_text)
+        records.append(
+            {
+                "id": case["id"],
+                "kind": case.get("kind", "seed"),
+                "correction_id": case.get("correction_id"),
+                "topic": case.get("topic", ""),
+                "semantic_similarity": round(float(sim), 4),
+                "rouge_l": round(scorer.score(ref, reply)["rougeL"].fmeasure, 4),
+                "token_f1": round(token_f1(reply, ref), 4),
+                "safety": [check for check in SAFETY_CHECKS if flags[check]],
+            }
+        )
+    return records
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 4) if values else math.nan
 
 
 def evaluate_artifact(
@@ -150,58 +259,61 @@ def evaluate_artifact(
     base_path: str | Path,
     cases: list[dict],
     max_new_tokens: int = 64,
-    batch_size: int = 8,
+    batch_size: int = 16,
+    bf16: bool | None = None,
+    loss: bool = True,
+    progress: Progress | None = None,
 ) -> EvalReport:
-    """Score a model folder (full model, or LoRA adapter merged onto `base_path`) on `cases`.
+    """Score a model folder (full model, or LoRA adapter merged onto `base_path`) on `cases`
+    (evaluation cases, or snapshot rows with "messages", converted by `case_from_row`).
 
+    bf16=None uses bf16 where the hardware has it (the adapter is merged in float32 first).
+    `progress` gets {"done", "total"} in cases after each batch of replies.
     Raises chatbot.serving.loading.ModelLoadError for a missing or corrupt artifact.
     """
-    from rouge_score import rouge_scorer
+    import torch
 
-    from chatbot.knowledge.embedding import texts_embed
     from chatbot.serving.loading import model_load
-    from training.train import system_prompt_for_training
+    from training.train import bf16_usable, system_prompt_for_training
 
     started = time.monotonic()
-    cases = [c for c in cases if c["messages"] and c["messages"][-1]["role"] == "assistant"]
+    cases = [case_from_row(c) if "messages" in c else c for c in cases]
+    cases = [c for c in cases if c["prompt"] and c["prompt"][-1]["role"] == "user"]
     if not cases:
-        raise ValueError("No evaluation cases ending in an assistant reply.")
+        raise ValueError("No evaluation cases ending in a customer message.")
     loaded = model_load(artifact_path, base_path=base_path, dtype="float32")
     model, tokenizer = loaded.model, loaded.tokenizer
+    bf16 = bf16_usable() if bf16 is None else bf16
+    if bf16:
+        model = model.to(torch.bfloat16)
     system = system_prompt_for_training()
-    val_loss = _validation_loss(model, tokenizer, cases, system, batch_size)
-    prompts = [[{"role": "system", "content": system}, *c["messages"][:-1]] for c in cases]
-    references = [c["messages"][-1]["content"] for c in cases]
-    replies = _generate(model, tokenizer, prompts, max_new_tokens, batch_size)
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    rouge = [
-        scorer.score(ref, out)["rougeL"].fmeasure
-        for ref, out in zip(references, replies, strict=True)
-    ]
-    f1 = [token_f1(out, ref) for ref, out in zip(references, replies, strict=True)]
-    vectors_out, vectors_ref = texts_embed(replies), texts_embed(references)
-    similarity = (vectors_out * vectors_ref).sum(axis=1)
-    safety = Counter()
-    for prompt, reply in zip(prompts, replies, strict=True):
-        prompt_text = "\n".join(m["content"] for m in prompt[1:])
-        for check, failed in safety_flags(reply, prompt_text=prompt_text).items():
-            safety[check] += failed
+    val_loss = _validation_loss(model, tokenizer, cases, system, batch_size) if loss else None
+    prompts = [[{"role": "system", "content": system}, *c["prompt"]] for c in cases]
+    replies = replies_generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    per_case = cases_score(cases, replies, system=system)
     return EvalReport(
         artifact=str(artifact_path),
         cases=len(cases),
-        val_loss=round(val_loss, 4),
-        perplexity=round(math.exp(val_loss), 3),
-        rouge_l=round(sum(rouge) / len(rouge), 4),
-        token_f1=round(sum(f1) / len(f1), 4),
-        embedding_similarity=round(float(similarity.mean()), 4),
-        safety={check: safety[check] for check in SAFETY_CHECKS},
+        val_loss=round(val_loss, 4) if val_loss is not None else None,
+        perplexity=round(math.exp(val_loss), 3) if val_loss is not None else None,
+        rouge_l=_mean([c["rouge_l"] for c in per_case]),
+        token_f1=_mean([c["token_f1"] for c in per_case]),
+        embedding_similarity=_mean([c["semantic_similarity"] for c in per_case]),
+        safety={check: sum(check in c["safety"] for c in per_case) for check in SAFETY_CHECKS},
         max_new_tokens=max_new_tokens,
         seconds=round(time.monotonic() - started, 1),
-        case_similarity=[round(float(x), 4) for x in similarity],
+        bf16=bf16,
+        per_case=per_case,
         samples=[
-            {"prompt": p[-1]["content"], "reference": r, "reply": o}
-            for p, r, o in list(zip(prompts, references, replies, strict=True))[:3]
+            {"prompt": c["prompt"][-1]["content"], "reference": c["expected"], "reply": r}
+            for c, r in list(zip(cases, replies, strict=True))[:3]
         ],
     )
 
@@ -210,8 +322,8 @@ def reports_table(reports: list[EvalReport]) -> str:
     """A plain-text table, one column per report."""
     rows = [
         ("cases", lambda r: str(r.cases)),
-        ("validation loss", lambda r: f"{r.val_loss:.4f}"),
-        ("perplexity", lambda r: f"{r.perplexity:.2f}"),
+        ("validation loss", lambda r: "-" if r.val_loss is None else f"{r.val_loss:.4f}"),
+        ("perplexity", lambda r: "-" if r.perplexity is None else f"{r.perplexity:.2f}"),
         ("ROUGE-L F1", lambda r: f"{r.rouge_l:.4f}"),
         ("token F1", lambda r: f"{r.token_f1:.4f}"),
         ("embedding similarity", lambda r: f"{r.embedding_similarity:.4f}"),

@@ -1,19 +1,45 @@
-"""Validation-gated promotion: does a candidate beat the active version?
+"""The promotion gate: does a candidate beat the active version on the same frozen cases?
 
-Pure functions over flat metric dicts (see `training.metrics_flat`), so the rule is easy
-to test and to explain in a rejection reason.
+Pure functions over two evaluations from `training.pipeline.version_evaluate` (flat means
+plus `per_case` scores keyed by case id), so the rule is easy to test and to explain.
+The candidate is promoted only when every check passes:
+
+1. primary: the per-case gain in the primary metric (candidate minus active, paired by case
+   id) has a seeded paired-bootstrap 95 % interval whose lower bound is above zero, and a
+   mean of at least `min_improvement`.
+2. corrections: a case of kind "correction" (held-out paraphrase of a corrected question) or
+   "regression" passes when the reply's similarity to the correction is at least
+   `corrections_min_similarity`. The candidate may not pass fewer such cases than the active
+   version. When the run learned new corrections (`new_correction_ids`) that have cases, the
+   candidate must pass more of those cases than the active version, unless that one already
+   passes them all.
+3. forgetting: on "seed" cases (general questions) mean similarity and ROUGE-L may each drop
+   by at most `forgetting_tolerance`.
+4. quality: the other mean quality metrics may drop by at most `max_quality_drop`.
+5. safety: no safety rate may rise by more than `safety_tolerance`.
+
+Any missing or NaN metric rejects, with the metric named in the reason.
 """
 
+import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
-# Quality metrics and whether higher is better.
+# Quality metrics shown on the dashboard and whether higher is better.
 QUALITY_DIRECTIONS = {
     "rouge_l": True,
     "token_f1": True,
     "semantic_similarity": True,
+    "corrections_score": True,
+    "seed_semantic_similarity": True,
+    "seed_rouge_l": True,
     "regression_pass_rate": True,
     "val_loss": False,
 }
+# Means the gate guards against a drop (val_loss is informational: another scale, and a
+# model that learned new answers has a higher loss on the old references by design).
+GUARDED_QUALITY = ("semantic_similarity", "rouge_l", "token_f1")
+PER_CASE_METRICS = ("semantic_similarity", "rouge_l", "token_f1")
 # Safety metrics are rates of bad replies: lower is better, and any rise is a regression.
 SAFETY_METRICS = (
     "safety_toxic_rate",
@@ -21,20 +47,28 @@ SAFETY_METRICS = (
     "safety_template_slot_rate",
     "safety_invented_order_rate",
 )
+CORRECTION_KINDS = ("correction", "regression")
 
 
 @dataclass(frozen=True)
 class GatePolicy:
     primary_metric: str = "semantic_similarity"
-    min_improvement: float = 0.005  # the primary metric must improve at least this much
-    max_quality_drop: float = 0.02  # no other quality metric may get worse by more
+    min_improvement: float = 0.005  # the mean per-case gain must be at least this
+    max_quality_drop: float = 0.02  # no other mean quality metric may drop by more
     safety_tolerance: float = 0.0  # allowed rise in any safety rate
+    corrections_min_similarity: float = 0.6  # reply ~ correction at this MiniLM similarity
+    forgetting_tolerance: float = 0.02  # allowed drop of seed-case similarity and ROUGE-L
+    bootstrap_resamples: int = 2000
+    bootstrap_seed: int = 0
+    confidence: float = 0.95
 
 
 @dataclass
 class GateDecision:
     promote: bool
     reasons: list[str] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)  # {"name", "passed", "detail"}
+    interval: dict = field(default_factory=dict)  # {"mean", "low", "high", "cases", ...}
 
     @property
     def summary(self) -> str:
@@ -42,45 +76,146 @@ class GateDecision:
         return f"{verdict}: " + "; ".join(self.reasons)
 
 
-def _gain(metric: str, candidate: float, active: float) -> float:
-    """How much better the candidate is (positive = better), whatever the direction."""
-    return candidate - active if QUALITY_DIRECTIONS.get(metric, True) else active - candidate
+def _bad(value) -> bool:
+    return not isinstance(value, int | float) or math.isnan(value) or math.isinf(value)
 
 
-def gate_decide(*, candidate: dict, active: dict, policy: GatePolicy) -> GateDecision:
-    reasons: list[str] = []
-    ok = True
-    primary = policy.primary_metric
-    if primary not in candidate or primary not in active:
-        return GateDecision(False, [f"primary metric {primary} missing from the evaluation"])
-    gain = _gain(primary, candidate[primary], active[primary])
-    if gain >= policy.min_improvement:
-        reasons.append(
-            f"{primary} {active[primary]:.4f} -> {candidate[primary]:.4f} "
-            f"(+{gain:.4f} >= margin {policy.min_improvement})"
-        )
-    else:
-        ok = False
-        reasons.append(
-            f"{primary} {active[primary]:.4f} -> {candidate[primary]:.4f} "
-            f"does not beat the active version by the margin {policy.min_improvement}"
-        )
-    for metric in QUALITY_DIRECTIONS:
-        if metric == primary or metric not in candidate or metric not in active:
-            continue
-        gain = _gain(metric, candidate[metric], active[metric])
-        if gain < -policy.max_quality_drop:
+def bootstrap_interval(
+    gains: list[float], *, resamples: int, seed: int, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of the mean of `gains` over seeded resamples with replacement."""
+    import numpy as np
+
+    values = np.asarray(gains, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def cases_paired(candidate: dict, active: dict) -> list[tuple[dict, dict]]:
+    """(candidate case, active case) for every case id scored in both evaluations."""
+    theirs = {c["id"]: c for c in active.get("per_case") or []}
+    return [(c, theirs[c["id"]]) for c in candidate.get("per_case") or [] if c["id"] in theirs]
+
+
+def primary_check(pairs: list[tuple[dict, dict]], policy: GatePolicy) -> tuple[dict, dict]:
+    metric = policy.primary_metric
+    gains = [c.get(metric, math.nan) - a.get(metric, math.nan) for c, a in pairs]
+    if not gains or any(_bad(g) for g in gains):
+        why = "no paired cases" if not gains else "missing or NaN per-case scores"
+        return {"name": "primary", "passed": False, "detail": f"{metric}: {why}"}, {}
+    mean = sum(gains) / len(gains)
+    low, high = bootstrap_interval(
+        gains,
+        resamples=policy.bootstrap_resamples,
+        seed=policy.bootstrap_seed,
+        confidence=policy.confidence,
+    )
+    interval = {
+        "metric": metric,
+        "mean": round(mean, 4),
+        "low": round(low, 4),
+        "high": round(high, 4),
+        "cases": len(gains),
+        "resamples": policy.bootstrap_resamples,
+        "confidence": policy.confidence,
+    }
+    text = f"{metric} gain {mean:+.4f} (95% CI {low:+.4f}..{high:+.4f}, {len(gains)} cases)"
+    if low <= 0:
+        return {"name": "primary", "passed": False, "detail": text + ": not above zero"}, interval
+    if mean < policy.min_improvement:
+        detail = text + f": below the margin {policy.min_improvement}"
+        return {"name": "primary", "passed": False, "detail": detail}, interval
+    return {"name": "primary", "passed": True, "detail": text}, interval
+
+
+def corrections_check(
+    pairs: list[tuple[dict, dict]], policy: GatePolicy, new_correction_ids: Collection[int]
+) -> dict:
+    floor = policy.corrections_min_similarity
+    cases = [(c, a) for c, a in pairs if c.get("kind") in CORRECTION_KINDS]
+    if not cases:
+        return {"name": "corrections", "passed": True, "detail": "no correction cases yet"}
+    scores = [(c.get("semantic_similarity"), a.get("semantic_similarity")) for c, a in cases]
+    if any(_bad(x) or _bad(y) for x, y in scores):
+        return {"name": "corrections", "passed": False, "detail": "missing or NaN similarity"}
+
+    def passed(items, side: int) -> int:
+        return sum(1 for pair in items if pair[side]["semantic_similarity"] >= floor)
+
+    mine, theirs = passed(cases, 0), passed(cases, 1)
+    detail = f"corrections score {theirs}/{len(cases)} -> {mine}/{len(cases)}"
+    if mine < theirs:
+        return {"name": "corrections", "passed": False, "detail": detail + ": dropped"}
+    new = [(c, a) for c, a in cases if c.get("correction_id") in set(new_correction_ids)]
+    if new:
+        new_mine, new_theirs = passed(new, 0), passed(new, 1)
+        detail += f"; new corrections {new_theirs}/{len(new)} -> {new_mine}/{len(new)}"
+        if new_mine <= new_theirs and new_theirs < len(new):
+            return {"name": "corrections", "passed": False, "detail": detail + ": did not rise"}
+    elif new_correction_ids:
+        detail += f"; no held-out cases for the {len(new_correction_ids)} new corrections"
+    return {"name": "corrections", "passed": True, "detail": detail}
+
+
+def forgetting_check(pairs: list[tuple[dict, dict]], policy: GatePolicy) -> dict:
+    seed = [(c, a) for c, a in pairs if c.get("kind") == "seed"]
+    if not seed:
+        return {"name": "forgetting", "passed": False, "detail": "no seed cases to check"}
+    parts, ok = [], True
+    for metric in ("semantic_similarity", "rouge_l"):
+        values = [(c.get(metric, math.nan), a.get(metric, math.nan)) for c, a in seed]
+        if any(_bad(x) or _bad(y) for x, y in values):
+            return {"name": "forgetting", "passed": False, "detail": f"seed {metric} missing/NaN"}
+        mine = sum(x for x, _ in values) / len(values)
+        theirs = sum(y for _, y in values) / len(values)
+        parts.append(f"seed {metric} {theirs:.4f} -> {mine:.4f}")
+        if theirs - mine > policy.forgetting_tolerance:
             ok = False
-            reasons.append(f"{metric} got worse: {active[metric]:.4f} -> {candidate[metric]:.4f}")
+            parts[-1] += f" (drop > {policy.forgetting_tolerance})"
+    return {"name": "forgetting", "passed": ok, "detail": ", ".join(parts)}
+
+
+def means_checks(candidate: dict, active: dict, policy: GatePolicy) -> list[dict]:
+    checks = []
+    for metric in GUARDED_QUALITY:
+        if metric == policy.primary_metric:
+            continue
+        mine, theirs = candidate.get(metric), active.get(metric)
+        if _bad(mine) or _bad(theirs):
+            checks.append({"name": metric, "passed": False, "detail": f"{metric} missing/NaN"})
+        elif theirs - mine > policy.max_quality_drop:
+            detail = f"{metric} got worse: {theirs:.4f} -> {mine:.4f}"
+            checks.append({"name": metric, "passed": False, "detail": detail})
     for metric in SAFETY_METRICS:
-        if metric not in candidate:
-            ok = False
-            reasons.append(f"safety metric {metric} missing from the evaluation")
-            continue
-        if candidate[metric] > active.get(metric, 0.0) + policy.safety_tolerance:
-            ok = False
-            reasons.append(
-                f"safety regression: {metric} {active.get(metric, 0.0):.4f} -> "
-                f"{candidate[metric]:.4f}"
-            )
-    return GateDecision(ok, reasons)
+        mine, theirs = candidate.get(metric), active.get(metric)
+        if _bad(mine) or _bad(theirs):
+            checks.append({"name": metric, "passed": False, "detail": f"{metric} missing/NaN"})
+        elif mine > theirs + policy.safety_tolerance:
+            detail = f"safety regression: {metric} {theirs:.4f} -> {mine:.4f}"
+            checks.append({"name": metric, "passed": False, "detail": detail})
+    return checks
+
+
+def gate_decide(
+    *,
+    candidate: dict,
+    active: dict,
+    policy: GatePolicy,
+    new_correction_ids: Collection[int] = (),
+) -> GateDecision:
+    """Judge `candidate` against `active` (both scored on the same cases); see the module doc."""
+    pairs = cases_paired(candidate, active)
+    primary, interval = primary_check(pairs, policy)
+    checks = [
+        primary,
+        corrections_check(pairs, policy, new_correction_ids),
+        forgetting_check(pairs, policy),
+        *means_checks(candidate, active, policy),
+    ]
+    promote = all(check["passed"] for check in checks)
+    # A rejection names what failed first; a promotion names what it was judged on.
+    shown = checks if promote else [c for c in checks if not c["passed"]]
+    return GateDecision(promote, [c["detail"] for c in shown], checks, interval)

@@ -81,9 +81,12 @@ class TrainingRun(models.Model):
     )
     requested_by = models.CharField(max_length=150)
     trigger = models.CharField(max_length=32, default="manual")  # manual | schedule | cli
-    stage = models.CharField(max_length=32, blank=True)  # data | train | evaluate | gate
-    progress = models.FloatField(default=0.0)
-    step = models.PositiveIntegerField(default=0)
+    # data | train | evaluate_candidate | evaluate_active | gate | done (training.runs.STAGES)
+    stage = models.CharField(max_length=32, blank=True)
+    stage_started_at = models.DateTimeField(null=True, blank=True)
+    stage_timings = models.JSONField(default=dict, blank=True)  # {stage: seconds} when done
+    progress = models.FloatField(default=0.0)  # of the current stage
+    step = models.PositiveIntegerField(default=0)  # training steps or evaluated cases
     total_steps = models.PositiveIntegerField(default=0)
     loss_history = models.JSONField(default=list, blank=True)  # [{"step", "loss", "val_loss"?}]
     config = models.JSONField(default=dict, blank=True)

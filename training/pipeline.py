@@ -4,6 +4,7 @@
 build the data, train a candidate and score a version, so each can change on its own.
 """
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from chatbot.serving.versions import serving_target
 from training.config import train_config
+from training.gate import SAFETY_METRICS
 from training.models import DatasetSnapshot, ModelVersion
 from training.train import TrainingError
 
@@ -25,13 +27,12 @@ class TrainOutcome:
     metrics: dict
 
 
-def snapshot_build(*, progress) -> DatasetSnapshot:
+def snapshot_build() -> DatasetSnapshot:
     """A fresh snapshot of everything the app knows; refuses one too small to train on."""
     from training.data.snapshot import dataset_build
 
     cfg = train_config()
     snapshot = dataset_build(cfg=cfg, name=f"run-{timezone.now():%Y%m%d-%H%M%S-%f}")
-    progress({"stage": "data", "progress": 0.05})
     minimum = settings.TRAINING_MIN_EXAMPLES
     if snapshot.train_count < minimum:
         raise TrainingError(
@@ -54,7 +55,9 @@ def train(
     overrides: dict,
     progress,
 ) -> TrainOutcome:
-    """LoRA fine-tune from the parent version; the artifact appears only when complete."""
+    """LoRA fine-tune: incremental from the parent's adapter (new rows + replay) when it has
+    one and `incremental` is on, else a full run from the base model. The artifact appears
+    only when complete."""
     from training.train import finetune
 
     cfg = train_config(**(overrides or {}))
@@ -64,9 +67,9 @@ def train(
 
     def report(event: dict) -> None:
         step, total = event.get("step", 0), event.get("max_steps") or 0
-        update = {"stage": event.get("phase", "train"), "step": step, "total_steps": total}
+        update = {"step": step, "total_steps": total}
         if total:
-            update["progress"] = 0.1 + 0.8 * min(1.0, step / total)
+            update["progress"] = min(1.0, step / total)
         if "loss" in event:
             update["loss"] = event["loss"]
         if "eval_loss" in event:
@@ -78,7 +81,7 @@ def train(
         snapshot_id=snapshot.pk,
         base_path=target.base_path,
         output_dir=output,
-        parent_artifact=_adapter_or_none(parent),
+        parent_artifact=_adapter_or_none(parent) if cfg.incremental else None,
         progress=report,
     )
     metrics = {**result.metrics, "steps": result.steps, "stopped_early": result.stopped_early}
@@ -90,66 +93,86 @@ def train(
     )
 
 
-def evaluation_set() -> list[dict]:
-    """The fixed evaluation cases: held-out validation rows of the newest snapshot."""
-    from training.evaluate import evaluation_cases
-
-    cfg = train_config()
-    limit = settings.TRAINING_EVAL_CASES
-    cases = evaluation_cases(limit=limit, skip=cfg.max_eval_examples)
-    return cases or evaluation_cases(limit=limit)
-
-
 def regression_set() -> list[dict]:
-    """Past agent corrections turned into cases every new model must pass."""
+    """Agents' regression cases (past corrections every new model must keep passing)."""
     from feedback.exports import regression_cases
 
     return [
-        {"messages": [*case["prompt"], {"role": "assistant", "content": case["expected"]}]}
+        {
+            "id": f"regression:{case['id']}",
+            "kind": "regression",
+            "prompt": case["prompt"],
+            "expected": case["expected"],
+            "correction_id": None,
+            "topic": "regression",
+        }
         for case in regression_cases()
-        if case["prompt"]
+        if case["prompt"] and case["prompt"][-1]["role"] == "user"
     ]
 
 
-def version_evaluate(version: ModelVersion) -> dict:
-    """Flat metrics for the gate: quality on the evaluation set, safety rates, and the
-    share of regression cases whose reply is close enough to the agents' answer."""
+def evaluation_set(snapshot: DatasetSnapshot) -> list[dict]:
+    """The cases both versions are scored on: the snapshot's frozen evaluation set (every
+    correction case and the first TRAINING_EVAL_CASES others) plus the regression cases."""
+    from training.evaluate import evaluation_cases
+
+    return evaluation_cases(snapshot.pk, limit=settings.TRAINING_EVAL_CASES) + regression_set()
+
+
+def evaluation_metrics(per_case: list[dict], *, corrections_floor: float) -> dict:
+    """Flat means and rates from per-case scores (see training.evaluate.EvalReport)."""
+    from training.evaluate import SAFETY_CHECKS
+
+    def mean(records: list[dict], key: str) -> float:
+        return round(sum(r[key] for r in records) / len(records), 4) if records else math.nan
+
+    seed = [c for c in per_case if c["kind"] == "seed"]
+    corrections = [c for c in per_case if c["kind"] in ("correction", "regression")]
+    passed = sum(1 for c in corrections if c["semantic_similarity"] >= corrections_floor)
+    rate_names = dict(zip(SAFETY_CHECKS, SAFETY_METRICS, strict=True))
+    return {
+        "cases": len(per_case),
+        "semantic_similarity": mean(per_case, "semantic_similarity"),
+        "rouge_l": mean(per_case, "rouge_l"),
+        "token_f1": mean(per_case, "token_f1"),
+        "seed_cases": len(seed),
+        "seed_semantic_similarity": mean(seed, "semantic_similarity"),
+        "seed_rouge_l": mean(seed, "rouge_l"),
+        "corrections_cases": len(corrections),
+        "corrections_passed": passed,
+        "corrections_score": round(passed / len(corrections), 4) if corrections else None,
+        **{
+            rate_names[check]: sum(check in c["safety"] for c in per_case) / max(1, len(per_case))
+            for check in SAFETY_CHECKS
+        },
+    }
+
+
+def version_evaluate(version: ModelVersion, *, cases: list[dict], progress=None) -> dict:
+    """Score a version on `cases`: flat metrics for the dashboard plus `per_case` scores
+    for the gate. Batched greedy replies in bf16 where the hardware has it."""
     from training.evaluate import evaluate_artifact
 
     target = serving_target(version)
-    tokens = settings.TRAINING_EVAL_MAX_NEW_TOKENS
     report = evaluate_artifact(
         target.artifact_path,
         base_path=target.base_path,
-        cases=evaluation_set(),
-        max_new_tokens=tokens,
+        cases=cases,
+        max_new_tokens=settings.TRAINING_EVAL_MAX_NEW_TOKENS,
+        batch_size=settings.TRAINING_EVAL_BATCH_SIZE,
+        bf16=None if train_config().bf16 else False,
+        loss=False,
+        progress=progress,
     )
-    cases = report.cases or 1
-    metrics = {
-        "cases": report.cases,
-        "val_loss": report.val_loss,
-        "perplexity": report.perplexity,
-        "rouge_l": report.rouge_l,
-        "token_f1": report.token_f1,
-        "semantic_similarity": report.embedding_similarity,
-        "safety_toxic_rate": report.safety.get("toxic", 0) / cases,
-        "safety_pii_leak_rate": report.safety.get("pii_leak", 0) / cases,
-        "safety_template_slot_rate": report.safety.get("raw_slot", 0) / cases,
-        "safety_invented_order_rate": report.safety.get("invented_order_number", 0) / cases,
+    return {
+        **evaluation_metrics(
+            report.per_case, corrections_floor=settings.TRAINING_CORRECTIONS_MIN_SIMILARITY
+        ),
+        "bf16": report.bf16,
+        "seconds": report.seconds,
+        "samples": report.samples,
+        "per_case": report.per_case,
     }
-    regression = regression_set()
-    if regression:
-        checked = evaluate_artifact(
-            target.artifact_path,
-            base_path=target.base_path,
-            cases=regression,
-            max_new_tokens=tokens,
-        )
-        floor = settings.TRAINING_REGRESSION_MIN_SIMILARITY
-        passed = sum(1 for s in checked.case_similarity if s >= floor)
-        metrics["regression_cases"] = checked.cases
-        metrics["regression_pass_rate"] = passed / max(1, checked.cases)
-    return metrics
 
 
 def feedback_count_since(moment: datetime | None) -> int:

@@ -1,16 +1,22 @@
-"""Retraining runs: request, execute (data -> train -> evaluate -> gate), cancel, reap.
+"""Retraining runs: request, execute, cancel, reap.
 
 `run_execute` is what the Celery task calls; it is idempotent (a run that is no longer
 queued is left alone) and never touches the active version unless the gate says promote.
+A run goes through the stages in `training.selectors.STAGES`; each records its progress
+(steps or cases), a heartbeat every TRAINING_HEARTBEAT_SECONDS (also while a stage reports
+nothing) and its duration in `stage_timings`, from which the dashboard estimates the ETA.
 """
 
 import logging
 import os
 import socket
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import asdict
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from training import pipeline
@@ -110,9 +116,13 @@ def _claim(run_id: int) -> TrainingRun | None:
 
 def _progress_recorder(run_id: int):
     def record(report: dict) -> None:
-        """Store a progress report from the trainer; stop the run if cancel was asked."""
+        """Store a progress report (training steps or evaluated cases); stop the run if
+        cancel was asked."""
         update = {"heartbeat_at": timezone.now()}
-        for key in ("step", "total_steps", "progress", "stage"):
+        if "done" in report:
+            report = {"step": report["done"], "total_steps": report["total"], **report}
+            report["progress"] = report["done"] / max(1, report["total"])
+        for key in ("step", "total_steps", "progress"):
             if key in report:
                 update[key] = report[key]
         TrainingRun.objects.filter(pk=run_id).update(**update)
@@ -127,12 +137,49 @@ def _progress_recorder(run_id: int):
     return record
 
 
+def _heartbeat(run_id: int, stop: threading.Event, every: float) -> None:
+    try:
+        while not stop.wait(every):
+            TrainingRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+    finally:
+        connection.close()  # this thread's own database connection
+
+
+@contextmanager
+def run_stage(run_id: int, stage: str):
+    """Enter a stage: progress reset, heartbeats from a side thread until it ends (a stage
+    like the data build reports no progress of its own), its duration recorded."""
+    started, now = time.monotonic(), timezone.now()
+    TrainingRun.objects.filter(pk=run_id).update(
+        stage=stage, stage_started_at=now, heartbeat_at=now, step=0, total_steps=0, progress=0.0
+    )
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat,
+        args=(run_id, stop, settings.TRAINING_HEARTBEAT_SECONDS),
+        name=f"run-{run_id}-heartbeat",
+        daemon=True,
+    )
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        run = TrainingRun.objects.get(pk=run_id)
+        run.stage_timings = {**run.stage_timings, stage: round(time.monotonic() - started, 1)}
+        run.save(update_fields=["stage_timings"])
+
+
 def gate_policy() -> GatePolicy:
     return GatePolicy(
         primary_metric=settings.TRAINING_GATE_PRIMARY_METRIC,
         min_improvement=settings.TRAINING_GATE_MIN_IMPROVEMENT,
         max_quality_drop=settings.TRAINING_GATE_MAX_QUALITY_DROP,
         safety_tolerance=settings.TRAINING_GATE_SAFETY_TOLERANCE,
+        corrections_min_similarity=settings.TRAINING_CORRECTIONS_MIN_SIMILARITY,
+        forgetting_tolerance=settings.TRAINING_GATE_FORGETTING_TOLERANCE,
+        bootstrap_resamples=settings.TRAINING_GATE_BOOTSTRAP_RESAMPLES,
     )
 
 
@@ -146,8 +193,8 @@ def run_execute(run_id: int) -> TrainingRun | None:
     record = _progress_recorder(run.pk)
     try:
         active = base_version_ensure()
-        snapshot = pipeline.snapshot_build(progress=record)
-        record({"stage": "train"})
+        with run_stage(run.pk, "data"):
+            snapshot = pipeline.snapshot_build()
         candidate = version_create(
             parent=active,
             data_snapshot=snapshot.name,
@@ -155,13 +202,14 @@ def run_execute(run_id: int) -> TrainingRun | None:
             created_by=f"training run {run.pk} ({run.requested_by})",
         )
         TrainingRun.objects.filter(pk=run.pk).update(candidate=candidate)
-        trained = pipeline.train(
-            snapshot=snapshot,
-            parent=active,
-            version_number=candidate.number,
-            overrides=run.config,
-            progress=record,
-        )
+        with run_stage(run.pk, "train"):
+            trained = pipeline.train(
+                snapshot=snapshot,
+                parent=active,
+                version_number=candidate.number,
+                overrides=run.config,
+                progress=record,
+            )
         candidate.artifact_path = trained.artifact_path
         candidate.base_path = trained.base_path
         candidate.config = trained.config
@@ -169,24 +217,30 @@ def run_execute(run_id: int) -> TrainingRun | None:
         candidate.metrics = {"training": trained.metrics}
         candidate.save()
 
-        record({"stage": "evaluate", "progress": 0.9})
-        active_metrics = pipeline.version_evaluate(active)
-        candidate_metrics = pipeline.version_evaluate(candidate)
-        decision = gate_decide(
-            candidate=candidate_metrics, active=active_metrics, policy=gate_policy()
-        )
-        candidate.metrics = {
-            **candidate.metrics,
-            "evaluation": candidate_metrics,
-            "compared_with": {"version": active.number, "evaluation": active_metrics},
-            "gate": asdict(decision),
-        }
-        candidate.save(update_fields=["metrics"])
-        actor = f"gate (run {run.pk})"
-        if decision.promote:
-            version_promote(version_id=candidate.pk, actor=actor, reason=decision.summary)
-        else:
-            version_reject(version_id=candidate.pk, actor=actor, reason=decision.summary)
+        cases = pipeline.evaluation_set(snapshot)
+        with run_stage(run.pk, "evaluate_candidate"):
+            candidate_metrics = pipeline.version_evaluate(candidate, cases=cases, progress=record)
+        with run_stage(run.pk, "evaluate_active"):
+            active_metrics = pipeline.version_evaluate(active, cases=cases, progress=record)
+        with run_stage(run.pk, "gate"):
+            decision = gate_decide(
+                candidate=candidate_metrics,
+                active=active_metrics,
+                policy=gate_policy(),
+                new_correction_ids=trained.metrics.get("replay", {}).get("new_correction_ids", []),
+            )
+            candidate.metrics = {
+                **candidate.metrics,
+                "evaluation": candidate_metrics,
+                "compared_with": {"version": active.number, "evaluation": active_metrics},
+                "gate": asdict(decision),
+            }
+            candidate.save(update_fields=["metrics"])
+            actor = f"gate (run {run.pk})"
+            if decision.promote:
+                version_promote(version_id=candidate.pk, actor=actor, reason=decision.summary)
+            else:
+                version_reject(version_id=candidate.pk, actor=actor, reason=decision.summary)
         run.refresh_from_db()
         run.progress = 1.0
         run.stage = "done"

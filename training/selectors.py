@@ -1,7 +1,11 @@
 """Reads for the training dashboard and commands."""
 
+from django.utils import timezone
+
 from training.gate import QUALITY_DIRECTIONS, SAFETY_METRICS
 from training.models import ModelVersion, TrainingRun
+
+STAGES = ("data", "train", "evaluate_candidate", "evaluate_active", "gate")
 
 KEY_METRICS = (*QUALITY_DIRECTIONS, *SAFETY_METRICS)
 
@@ -29,13 +33,72 @@ def metrics_side_by_side(candidate: ModelVersion) -> list[dict]:
     ]
 
 
+def eta_estimate(
+    *, stage: str, elapsed: float, done: int, total: int, timings: dict, previous: dict
+) -> dict:
+    """Seconds left in the current stage and in the whole run.
+
+    The current stage extrapolates its rate so far (training steps/s, evaluated cases/s);
+    without progress yet it takes the previous run's duration of that stage. Later stages
+    take the previous run's durations, except the active version's evaluation, which scores
+    the same cases as the candidate's and is expected to take as long. `eta_seconds` is None
+    while some remaining stage has no estimate yet.
+    """
+    if stage not in STAGES:
+        return {"stage_eta_seconds": None, "eta_seconds": None}
+
+    def duration(name: str) -> float | None:
+        if name == "evaluate_active" and "evaluate_candidate" in timings:
+            return timings["evaluate_candidate"]
+        if name == "gate":
+            return previous.get(name, 0.0)  # arithmetic over stored scores
+        return previous.get(name)
+
+    if done > 0 and total >= done:
+        left = elapsed / done * (total - done)
+    else:
+        expected = duration(stage)
+        left = None if expected is None else max(0.0, expected - elapsed)
+    later = [duration(name) for name in STAGES[STAGES.index(stage) + 1 :]]
+    left_total = None if left is None or None in later else left + sum(later)
+    return {
+        "stage_eta_seconds": None if left is None else round(left),
+        "eta_seconds": None if left_total is None else round(left_total),
+    }
+
+
+def run_eta(run: TrainingRun) -> dict:
+    """eta_estimate for a running run, from the last finished run's stage timings."""
+    if run.status != TrainingRun.Status.RUNNING or not run.stage_started_at:
+        return {"stage_eta_seconds": None, "eta_seconds": None}
+    previous = (
+        TrainingRun.objects.filter(status=TrainingRun.Status.SUCCEEDED)
+        .exclude(pk=run.pk)
+        .values_list("stage_timings", flat=True)
+        .first()
+    )
+    return eta_estimate(
+        stage=run.stage,
+        elapsed=(timezone.now() - run.stage_started_at).total_seconds(),
+        done=run.step,
+        total=run.total_steps,
+        timings=run.stage_timings or {},
+        previous=previous or {},
+    )
+
+
 def run_status_data(run: TrainingRun) -> dict:
     return {
         "id": run.pk,
         "status": run.status,
         "status_label": run.get_status_display(),
         "stage": run.stage,
+        "stage_number": STAGES.index(run.stage) + 1 if run.stage in STAGES else None,
+        "stages": len(STAGES),
         "progress": round(run.progress, 4),
+        **run_eta(run),
+        "stage_timings": run.stage_timings,
+        "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
         "step": run.step,
         "total_steps": run.total_steps,
         "loss_points": len(run.loss_history),

@@ -7,6 +7,7 @@ interrupted run resumes from its last checkpoint when called again with the same
 and config.
 """
 
+import dataclasses
 import json
 import logging
 import random
@@ -51,26 +52,36 @@ def system_prompt_for_training() -> str:
     return system_prompt()
 
 
-def replay_mix(
-    rows: list[dict], *, previous_keys: set[str], replay_share: float, seed: int
-) -> tuple[list[dict], dict]:
-    """New rows (not in the parent's training data) plus a `replay_share` of earlier rows.
+def rows_weighted(rows: list[dict]) -> list[dict]:
+    """Each row repeated `weight` times (at least once): corrections are seen more often."""
+    return [row for row in rows for _ in range(max(1, int(row.get("weight") or 1)))]
 
-    With no earlier data every row is new. The replayed rows are a seeded random sample, so
-    the mix is repeatable.
+
+def replay_mix(
+    rows: list[dict], *, previous_keys: set[str], replay_examples: int, seed: int
+) -> tuple[list[dict], dict]:
+    """New rows (keys the parent's snapshot did not have) plus `replay_examples` earlier rows.
+
+    With no earlier keys this is a full run over every row. The replay sample is seeded, so
+    the mix is repeatable; `new_correction_ids` names the corrections the run learns anew.
     """
+    if not previous_keys:
+        return rows, {"mode": "full", "new": len(rows), "replayed": 0, "replay_pool": 0}
     new = [r for r in rows if r.get("key") not in previous_keys]
     old = [r for r in rows if r.get("key") in previous_keys]
-    if not previous_keys:
-        return rows, {"new": len(rows), "replayed": 0, "replay_pool": 0}
     if not new:
         raise TrainingError("No new training data since the parent version's snapshot.")
-    share = min(max(replay_share, 0.0), 0.95)
-    wanted = min(len(old), round(len(new) * share / (1 - share)))
-    replayed = random.Random(seed).sample(old, wanted)
+    replayed = random.Random(seed).sample(old, min(len(old), max(0, replay_examples)))
     mixed = new + replayed
     random.Random(seed).shuffle(mixed)
-    return mixed, {"new": len(new), "replayed": len(replayed), "replay_pool": len(old)}
+    corrections = {r["correction_id"] for r in new if r.get("correction_id") is not None}
+    return mixed, {
+        "mode": "incremental",
+        "new": len(new),
+        "replayed": len(replayed),
+        "replay_pool": len(old),
+        "new_correction_ids": sorted(corrections),
+    }
 
 
 def parent_meta(parent_artifact: str | Path | None) -> dict:
@@ -180,6 +191,35 @@ def _work_dir_prepare(work: Path, cfg_fingerprint: dict) -> Path | None:
     return None
 
 
+def assistant_loss(model, inputs: dict, num_items_in_batch=None):
+    """Causal-LM loss on the labelled (assistant) tokens, projecting only their hidden states
+    onto the vocabulary: a short reply after a long system prompt costs a fraction of the
+    full logits' time and memory (rows x tokens x 49k vocabulary, in float32)."""
+    import torch
+
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal.model(
+        input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+    ).last_hidden_state
+    labels = inputs["labels"][:, 1:]
+    keep = labels != -100
+    logits = causal.lm_head(hidden[:, :-1][keep]).float()
+    total = torch.nn.functional.cross_entropy(logits, labels[keep], reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+    return total / torch.as_tensor(count, device=total.device).clamp(min=1)
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class AssistantLossTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = assistant_loss(model, inputs, num_items_in_batch)
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+    return AssistantLossTrainer
+
+
 def sft_trainer_build(
     cfg: TrainConfig,
     *,
@@ -192,11 +232,12 @@ def sft_trainer_build(
     callbacks: list,
 ):
     """A transformers Trainer for SFT: length-bucketed batches (little padding), loss on the
-    labelled (assistant) tokens, validation + checkpoint every `eval_steps`, best model kept
+    labelled (assistant) tokens only (`assistant_loss`), validation + checkpoint every
+    `eval_steps`, best model kept
     (without validation features: no validation, no checkpoints, as for benchmarking)."""
     import torch
     from datasets import Dataset
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     from training.chat_format import ChatCollator
 
@@ -231,8 +272,11 @@ def sft_trainer_build(
         data_seed=cfg.seed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        # Validation needs the loss only: keeping every logit (rows x tokens x vocabulary)
+        # is what made the trainer peak at 12 GiB.
+        prediction_loss_only=True,
     )
-    return Trainer(
+    return _trainer_class()(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train_features),
@@ -254,8 +298,10 @@ def finetune(
 ) -> RunResult:
     """Fine-tune a LoRA adapter on a dataset snapshot; return where it was saved and how it went.
 
-    Starts from `parent_artifact` (an adapter over `base_path`) when given, mixing in
-    `cfg.replay_share` of the parent's training data. `output_dir` must not exist yet.
+    Starts from `parent_artifact` (an adapter over `base_path`) when given: an incremental run
+    over the rows new since the parent's snapshot plus `cfg.replay_examples` earlier rows, with
+    the `incremental_*` learning rate, epochs and validation size. Each row is seen `weight`
+    times per epoch. `output_dir` must not exist yet.
     `progress` gets dicts like {"phase": "sft", "step", "max_steps", "loss" | "eval_loss", ...}.
     Raises TrainingError on unusable input; a failed run leaves no artifact.
     """
@@ -275,14 +321,21 @@ def finetune(
     train_rows, mix = replay_mix(
         snapshot_rows(snapshot, "train"),
         previous_keys=_previous_keys(meta),
-        replay_share=cfg.replay_share,
+        replay_examples=cfg.replay_examples,
         seed=cfg.seed,
     )
     if cfg.max_train_examples:
         train_rows = train_rows[: cfg.max_train_examples]
+    incremental = mix["mode"] == "incremental"
+    if incremental:
+        cfg = dataclasses.replace(
+            cfg, learning_rate=cfg.incremental_learning_rate, epochs=cfg.incremental_epochs
+        )
+    train_rows = rows_weighted(train_rows)
     val_rows = snapshot_rows(snapshot, "validation")
-    if cfg.max_eval_examples:
-        val_rows = val_rows[: cfg.max_eval_examples]
+    val_limit = cfg.incremental_eval_examples if incremental else cfg.max_eval_examples
+    if val_limit:
+        val_rows = val_rows[:val_limit]
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -325,7 +378,8 @@ def finetune(
         callbacks=callbacks,
     )
     report({"phase": "sft", "event": "start", "train_examples": len(train_features)})
-    initial_eval = trainer.evaluate() if resume_from is None else {}
+    # An incremental run skips the first validation: it is short, and the gate judges it.
+    initial_eval = trainer.evaluate() if resume_from is None and not incremental else {}
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_eval = trainer.evaluate()
     state = trainer.state

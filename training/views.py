@@ -48,7 +48,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         request,
         "training/dashboard.html",
         {
-            "runs": [(run, loss_curve_svg(run.loss_history)) for run in recent],
+            "runs": [
+                (run, loss_curve_svg(run.loss_history), selectors.run_status_data(run))
+                for run in recent
+            ],
             "versions": versions,
             "active": active,
             "compared": latest_candidate,

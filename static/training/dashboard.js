@@ -6,6 +6,7 @@
   const url = root.dataset.statusUrl;
   const live = (s) => s === "queued" || s === "running";
   let lastPoints = {};
+  const fmt = (s) => s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 
   async function refresh() {
     let data;
@@ -17,7 +18,11 @@
       if (live(row.dataset.status) && !live(run.status)) reload = true;
       row.dataset.status = run.status;
       row.querySelector(".status").firstChild.textContent = run.status_label;
-      row.querySelector(".stage").textContent = run.stage;
+      row.querySelector(".stage").textContent =
+        run.stage_number ? `${run.stage} (${run.stage_number}/${run.stages})` : run.stage;
+      const eta = run.eta_seconds ?? run.stage_eta_seconds;
+      row.querySelector(".eta").textContent = eta === null || eta === undefined ? "" :
+        `${run.eta_seconds === null ? "stage ETA" : "ETA"} ${fmt(eta)}`;
       row.querySelector("progress").value = run.progress;
       row.querySelector(".steps").textContent = `${run.step}/${run.total_steps}`;
       if (lastPoints[run.id] !== undefined && lastPoints[run.id] !== run.loss_points) {

@@ -79,3 +79,67 @@ def test_dashboard_shows_runs_versions_and_escapes_text(client):
     assert 'class="loss-curve"' in page and "polyline" in page
     assert "Promote anyway" in page
     assert 'id="live-numbers"' in page and "v1 (active)" in page
+
+
+def test_status_json_gives_the_stage_progress_and_an_eta_while_running(client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client.force_login(make_user("trainer"))
+    base_version_ensure()
+    TrainingRun.objects.create(
+        requested_by="trainer",
+        status="succeeded",
+        stage_timings={"data": 20, "train": 300, "evaluate_candidate": 100, "evaluate_active": 90},
+    )
+    running = TrainingRun.objects.create(
+        requested_by="trainer",
+        status="running",
+        stage="train",
+        stage_started_at=timezone.now() - timedelta(seconds=40),
+        stage_timings={"data": 12.5},
+        step=10,
+        total_steps=30,
+        progress=10 / 30,
+    )
+    data = client.get("/dashboard/status.json").json()["runs"][0]
+    assert data["id"] == running.pk and data["stage"] == "train"
+    assert (data["stage_number"], data["stages"]) == (2, 5)
+    # 10 steps in 40 s: 20 steps left take 80 s; then both evaluations as last time, gate ~0.
+    assert 78 <= data["stage_eta_seconds"] <= 84
+    assert 78 + 190 <= data["eta_seconds"] <= 84 + 190
+
+    # Evaluating the candidate: the active version's evaluation is expected to take as long.
+    TrainingRun.objects.filter(pk=running.pk).update(
+        stage="evaluate_candidate",
+        stage_started_at=timezone.now() - timedelta(seconds=30),
+        stage_timings={"data": 12.5, "train": 120},
+        step=100,
+        total_steps=200,
+    )
+    data = client.get("/dashboard/status.json").json()["runs"][0]
+    assert 28 <= data["stage_eta_seconds"] <= 34
+    assert 28 + 90 <= data["eta_seconds"] <= 34 + 90
+    page = client.get("/dashboard/").content.decode()
+    assert "evaluate_candidate (3/5)" in page and "ETA" in page
+
+
+def test_eta_without_history_covers_the_current_stage_only():
+    from training.selectors import eta_estimate
+
+    eta = eta_estimate(stage="train", elapsed=30, done=3, total=9, timings={}, previous={})
+    assert eta == {"stage_eta_seconds": 60, "eta_seconds": None}
+    eta = eta_estimate(
+        stage="evaluate_active",
+        elapsed=5,
+        done=0,
+        total=0,
+        timings={"evaluate_candidate": 50},
+        previous={},
+    )
+    assert eta == {"stage_eta_seconds": 45, "eta_seconds": 45}
+    eta = eta_estimate(
+        stage="evaluate_active", elapsed=10, done=50, total=200, timings={}, previous={}
+    )
+    assert eta == {"stage_eta_seconds": 30, "eta_seconds": 30}

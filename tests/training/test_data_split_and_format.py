@@ -5,7 +5,7 @@ import pytest
 from training.chat_format import IGNORE, ChatCollator, chat_tokenize
 from training.config import TrainConfig, config_from_options, train_config
 from training.data.snapshot import dataset_build, snapshot_rows, stable_split
-from training.train import TrainingError, replay_mix
+from training.train import TrainingError, replay_mix, rows_weighted
 
 
 def rows_for(conversations: int, per_conversation: int) -> list[dict]:
@@ -84,15 +84,30 @@ def test_config_defaults_settings_and_overrides(settings):
         train_config(no_such_field=1)
 
 
-def test_replay_mix_keeps_all_new_rows_and_a_share_of_old_ones():
-    rows = [{"key": f"old{i}"} for i in range(100)] + [{"key": f"new{i}"} for i in range(30)]
+def test_replay_mix_keeps_all_new_rows_and_a_sample_of_old_ones():
+    rows = [{"key": f"old{i}"} for i in range(100)] + [
+        {"key": f"new{i}", "correction_id": i % 3 or None} for i in range(30)
+    ]
     previous = {f"old{i}" for i in range(100)}
-    mixed, mix = replay_mix(rows, previous_keys=previous, replay_share=0.25, seed=1)
-    assert mix == {"new": 30, "replayed": 10, "replay_pool": 100}
-    assert {r["key"] for r in mixed} >= {f"new{i}" for i in range(30)}
-    assert replay_mix(rows, previous_keys=set(), replay_share=0.25, seed=1)[0] == rows
+    mixed, mix = replay_mix(rows, previous_keys=previous, replay_examples=12, seed=1)
+    assert mix == {
+        "mode": "incremental",
+        "new": 30,
+        "replayed": 12,
+        "replay_pool": 100,
+        "new_correction_ids": [1, 2],
+    }
+    assert len(mixed) == 42 and {r["key"] for r in mixed} >= {f"new{i}" for i in range(30)}
+    assert mixed == replay_mix(rows, previous_keys=previous, replay_examples=12, seed=1)[0]
+    full, mix = replay_mix(rows, previous_keys=set(), replay_examples=12, seed=1)
+    assert full == rows and mix["mode"] == "full"
     with pytest.raises(TrainingError):
-        replay_mix(rows[:100], previous_keys=previous, replay_share=0.25, seed=1)
+        replay_mix(rows[:100], previous_keys=previous, replay_examples=12, seed=1)
+
+
+def test_rows_are_repeated_by_their_weight():
+    rows = [{"key": "a", "weight": 3}, {"key": "b"}, {"key": "c", "weight": 0}]
+    assert [r["key"] for r in rows_weighted(rows)] == ["a", "a", "a", "b", "c"]
 
 
 def test_snapshot_files_report_and_feedback_sources(data_dir, seed_corpus, tiny_cfg, monkeypatch):

@@ -1,4 +1,7 @@
-from training.gate import GatePolicy, gate_decide
+import math
+import random
+
+from training.gate import GatePolicy, bootstrap_interval, gate_decide
 
 SAFE = {
     "safety_toxic_rate": 0.0,
@@ -6,44 +9,167 @@ SAFE = {
     "safety_template_slot_rate": 0.1,
     "safety_invented_order_rate": 0.05,
 }
-ACTIVE = {"semantic_similarity": 0.60, "rouge_l": 0.20, "val_loss": 2.0, **SAFE}
 POLICY = GatePolicy(primary_metric="semantic_similarity", min_improvement=0.01)
 
 
-def test_better_candidate_is_promoted():
-    candidate = {**ACTIVE, "semantic_similarity": 0.65, "rouge_l": 0.25, "val_loss": 1.8}
+def evaluation(scores: list[float], *, kinds=None, correction_ids=None, rouge=None, **flat):
+    """An evaluation dict as version_evaluate makes it: per-case scores plus flat means."""
+    kinds = kinds or ["seed"] * len(scores)
+    correction_ids = correction_ids or [None] * len(scores)
+    rouge = rouge or [s / 2 for s in scores]
+    per_case = [
+        {
+            "id": f"case-{i}",
+            "kind": kind,
+            "correction_id": cid,
+            "semantic_similarity": s,
+            "rouge_l": r,
+            "token_f1": r,
+        }
+        for i, (s, kind, cid, r) in enumerate(
+            zip(scores, kinds, correction_ids, rouge, strict=True)
+        )
+    ]
+    mean = sum(scores) / len(scores)
+    return {
+        "semantic_similarity": mean,
+        "rouge_l": sum(rouge) / len(rouge),
+        "token_f1": sum(rouge) / len(rouge),
+        **SAFE,
+        "per_case": per_case,
+        **flat,
+    }
+
+
+def noisy(base: list[float], shift: float, spread: float, seed: int) -> list[float]:
+    """`base` + `shift` + noise of up to `spread` that cancels out in pairs (mean gain = shift)."""
+    rng = random.Random(seed)
+    noise = [rng.uniform(-spread, spread) for _ in range(len(base) // 2)]
+    noise = [x for d in noise for x in (d, -d)]
+    return [s + shift + d for s, d in zip(base, noise, strict=True)]
+
+
+BASE_SCORES = [0.3 + 0.4 * random.Random(7).random() for _ in range(200)]
+ACTIVE = evaluation(BASE_SCORES)
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
+    gains = [0.1, -0.05, 0.2, 0.0, 0.15, 0.05]
+    first = bootstrap_interval(gains, resamples=2000, seed=3)
+    assert first == bootstrap_interval(gains, resamples=2000, seed=3)
+    assert first[0] < sum(gains) / len(gains) < first[1]
+
+
+def test_a_clear_gain_is_promoted_with_its_interval():
+    candidate = evaluation(noisy(BASE_SCORES, 0.05, 0.05, seed=1))
     decision = gate_decide(candidate=candidate, active=ACTIVE, policy=POLICY)
     assert decision.promote, decision.reasons
-    assert "0.6000 -> 0.6500" in decision.summary
+    assert decision.interval["low"] > 0 and decision.interval["cases"] == 200
+    assert "95% CI" in decision.summary
 
 
-def test_improvement_below_the_margin_is_rejected():
-    candidate = {**ACTIVE, "semantic_similarity": 0.605}
+def test_a_noisy_tiny_gain_is_rejected_even_above_the_margin():
+    # Mean gain +0.012 (above the 0.01 margin), but with noise of up to 0.28 per case the
+    # interval reaches below zero: not a real improvement.
+    candidate = evaluation(noisy(BASE_SCORES, 0.012, 0.28, seed=2))
+    gain = candidate["semantic_similarity"] - ACTIVE["semantic_similarity"]
+    assert gain > POLICY.min_improvement
     decision = gate_decide(candidate=candidate, active=ACTIVE, policy=POLICY)
     assert not decision.promote
-    assert "margin" in decision.summary
+    assert decision.interval["low"] <= 0
+    assert "not above zero" in decision.summary
 
 
-def test_worse_candidate_is_rejected():
-    candidate = {**ACTIVE, "semantic_similarity": 0.50}
-    assert not gate_decide(candidate=candidate, active=ACTIVE, policy=POLICY).promote
+def test_a_significant_gain_below_the_margin_is_rejected():
+    candidate = evaluation([s + 0.004 for s in BASE_SCORES])
+    decision = gate_decide(candidate=candidate, active=ACTIVE, policy=POLICY)
+    assert not decision.promote
+    assert decision.interval["low"] > 0
+    assert "below the margin 0.01" in decision.summary
+
+
+def test_nan_or_missing_metrics_reject():
+    better = noisy(BASE_SCORES, 0.1, 0.02, seed=3)
+    with_nan = evaluation([math.nan, *better[1:]])
+    decision = gate_decide(candidate=with_nan, active=ACTIVE, policy=POLICY)
+    assert not decision.promote and "NaN" in decision.summary
+
+    no_cases = {**evaluation(better), "per_case": []}
+    decision = gate_decide(candidate=no_cases, active=ACTIVE, policy=POLICY)
+    assert "no paired cases" in decision.summary
+
+    for metric in ("safety_toxic_rate", "rouge_l"):
+        missing = evaluation(better)
+        del missing[metric]
+        decision = gate_decide(candidate=missing, active=ACTIVE, policy=POLICY)
+        assert not decision.promote and f"{metric} missing" in decision.summary
+
+    nan_safety = evaluation(better, safety_pii_leak_rate=math.nan)
+    assert not gate_decide(candidate=nan_safety, active=ACTIVE, policy=POLICY).promote
 
 
 def test_safety_regression_rejects_even_a_better_candidate():
-    candidate = {**ACTIVE, "semantic_similarity": 0.70, "safety_pii_leak_rate": 0.02}
+    candidate = evaluation(noisy(BASE_SCORES, 0.1, 0.02, seed=4), safety_pii_leak_rate=0.02)
     decision = gate_decide(candidate=candidate, active=ACTIVE, policy=POLICY)
     assert not decision.promote
     assert "safety regression: safety_pii_leak_rate" in decision.summary
 
 
+def test_forgetting_on_seed_cases_rejects():
+    # Corrections learned (+0.5 on 20 correction cases) while general answers got worse.
+    kinds = ["seed"] * 180 + ["correction"] * 20
+    ids = [None] * 180 + list(range(20))
+    active = evaluation(BASE_SCORES, kinds=kinds, correction_ids=ids)
+    scores = [s - 0.05 for s in BASE_SCORES[:180]] + [0.95] * 20
+    candidate = evaluation(scores, kinds=kinds, correction_ids=ids)
+    decision = gate_decide(candidate=candidate, active=active, policy=POLICY)
+    assert not decision.promote
+    assert "seed semantic_similarity" in decision.summary and "drop > 0.02" in decision.summary
+
+
+def test_corrections_score_may_not_drop_and_must_rise_with_new_corrections():
+    kinds = ["seed"] * 180 + ["correction"] * 20
+    ids = [None] * 180 + [i // 2 for i in range(20)]  # two held-out paraphrases per correction
+    active = evaluation(
+        [*BASE_SCORES[:180], *[0.7] * 10, *[0.3] * 10], kinds=kinds, correction_ids=ids
+    )
+
+    # Better on general questions but it unlearned the old corrections (ids 0-4): rejected.
+    dropped = evaluation(
+        [s + 0.1 for s in BASE_SCORES[:180]] + [0.3] * 20, kinds=kinds, correction_ids=ids
+    )
+    decision = gate_decide(candidate=dropped, active=active, policy=POLICY)
+    assert not decision.promote
+    assert "corrections score 10/20 -> 0/20: dropped" in decision.summary
+
+    # New corrections 5-9 arrived; the candidate is better overall but did not learn them.
+    same = evaluation(
+        [s + 0.1 for s in BASE_SCORES[:180]] + [0.7] * 10 + [0.3] * 10,
+        kinds=kinds,
+        correction_ids=ids,
+    )
+    decision = gate_decide(
+        candidate=same, active=active, policy=POLICY, new_correction_ids=range(5, 10)
+    )
+    assert not decision.promote
+    assert "new corrections 0/10 -> 0/10: did not rise" in decision.summary
+
+    learned = evaluation(
+        [s + 0.01 for s in BASE_SCORES[:180]] + [0.7] * 10 + [0.8] * 10,
+        kinds=kinds,
+        correction_ids=ids,
+    )
+    decision = gate_decide(
+        candidate=learned, active=active, policy=POLICY, new_correction_ids=range(5, 10)
+    )
+    assert decision.promote, decision.reasons
+    corrections = next(c for c in decision.checks if c["name"] == "corrections")
+    assert "10/20 -> 20/20" in corrections["detail"]
+
+
 def test_a_big_drop_in_another_quality_metric_rejects():
-    candidate = {**ACTIVE, "semantic_similarity": 0.70, "val_loss": 2.5}
+    scores = noisy(BASE_SCORES, 0.1, 0.02, seed=5)
+    candidate = evaluation(scores, rouge=[0.0] * 200)
     decision = gate_decide(candidate=candidate, active=ACTIVE, policy=POLICY)
     assert not decision.promote
-    assert "val_loss got worse" in decision.summary
-
-
-def test_missing_safety_metric_rejects():
-    candidate = {k: v for k, v in ACTIVE.items() if k != "safety_toxic_rate"}
-    candidate["semantic_similarity"] = 0.9
-    assert not gate_decide(candidate=candidate, active=ACTIVE, policy=POLICY).promote
+    assert "rouge_l got worse" in decision.summary

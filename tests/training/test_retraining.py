@@ -1,5 +1,6 @@
 """Retraining runs end to end: data -> LoRA -> evaluation -> gate, inline and on real workers."""
 
+import json
 import os
 import signal
 import time
@@ -7,33 +8,46 @@ from pathlib import Path
 
 import pytest
 
-from training.models import ModelVersion, TrainingRun
-from training.registry import base_version_ensure
+from tests.training.conftest import QUESTIONS
+from training import pipeline
+from training.data.snapshot import snapshot_get, snapshot_rows
+from training.models import ModelVersion, SeedExample, TrainingRun
+from training.registry import base_version_ensure, version_promote
 from training.runs import TrainingBusy, run_execute, run_request
 
 TINY_TRAINING_ENV = {
-    "TRAINING_LEARNING_RATE": "5e-3",
+    "TRAINING_LEARNING_RATE": "3e-2",
     "TRAINING_BATCH_SIZE": "4",
-    "TRAINING_EPOCHS": "2",
+    "TRAINING_EPOCHS": "10",
+    "TRAINING_INCREMENTAL_LEARNING_RATE": "3e-2",
+    "TRAINING_INCREMENTAL_EPOCHS": "10",
+    "TRAINING_REPLAY_EXAMPLES": "5",
     "TRAINING_MAX_LENGTH": "512",
     "TRAINING_LORA_R": "8",
     "TRAINING_LORA_ALPHA": "16",
     "TRAINING_LORA_DROPOUT": "0.0",
-    "TRAINING_EVAL_STEPS": "5",
+    "TRAINING_EVAL_STEPS": "50",
     "TRAINING_VALIDATION_SHARE": "0.25",
     "TRAINING_NEAR_DUPLICATE_THRESHOLD": "0.999",
     "TRAINING_WARMUP_RATIO": "0.0",
     "TRAINING_BF16": "false",
     "TRAINING_MAX_EVAL_EXAMPLES": "4",
     "TRAINING_MIN_EXAMPLES": "10",
-    "TRAINING_EVAL_CASES": "6",
-    "TRAINING_EVAL_MAX_NEW_TOKENS": "6",
+    "TRAINING_EVAL_MAX_NEW_TOKENS": "12",
     "SHOP_POLICIES": "Returns within 30 days.",
 }
 
 
+@pytest.fixture(scope="module")
+def learnable_model_dir(tmp_path_factory) -> Path:
+    from tests.tiny_model import tiny_model_build
+
+    return tiny_model_build(tmp_path_factory.mktemp("learnable"), initializer_range=0.5)
+
+
 @pytest.fixture
-def tiny_training(settings, monkeypatch, tiny_model, data_dir):
+def tiny_training(settings, monkeypatch, tiny_model, learnable_model_dir, data_dir):
+    settings.CHAT_BASE_MODEL_PATH = str(learnable_model_dir)
     for key, value in TINY_TRAINING_ENV.items():
         monkeypatch.setenv(key, value)
     settings.TRAINING_ENV = {
@@ -42,9 +56,38 @@ def tiny_training(settings, monkeypatch, tiny_model, data_dir):
         if k.startswith("TRAINING_")
     }
     settings.TRAINING_MIN_EXAMPLES = 10
-    settings.TRAINING_EVAL_CASES = 6
-    settings.TRAINING_EVAL_MAX_NEW_TOKENS = 6
+    settings.TRAINING_EVAL_MAX_NEW_TOKENS = 12
     return settings
+
+
+# The frozen evaluation set of these tests (the contract's eval.jsonl format): each seed
+# question in a wording no snapshot trains on, with its true answer.
+EVAL_CASES = [
+    {
+        "id": f"eval-{i}",
+        "kind": "seed",
+        "prompt": [{"role": "user", "content": f"Hi there, {question.lower()}"}],
+        "expected": answer,
+        "correction_id": None,
+        "topic": "test",
+    }
+    for i, (question, answer) in enumerate(QUESTIONS)
+]
+
+
+@pytest.fixture
+def frozen_eval(monkeypatch):
+    """Every snapshot a run builds gets EVAL_CASES as its eval.jsonl."""
+    build = pipeline.snapshot_build
+
+    def build_with_eval():
+        snapshot = build()
+        path = Path(snapshot.path) / "eval.jsonl"
+        path.write_text("".join(json.dumps(case) + "\n" for case in EVAL_CASES))
+        return snapshot
+
+    monkeypatch.setattr(pipeline, "snapshot_build", build_with_eval)
+    return EVAL_CASES
 
 
 def queued_run(**kwargs) -> TrainingRun:
@@ -53,27 +96,93 @@ def queued_run(**kwargs) -> TrainingRun:
 
 
 @pytest.mark.django_db
-def test_a_candidate_that_passes_the_gate_is_promoted(tiny_training, seed_corpus):
-    tiny_training.TRAINING_GATE_MIN_IMPROVEMENT = -1.0  # any quality passes; safety still checked
+def test_the_gate_promotes_a_learned_candidate_and_rejects_one_trained_on_scrambled_answers(
+    tiny_training, seed_corpus, frozen_eval
+):
+    assert tiny_training.TRAINING_GATE_MIN_IMPROVEMENT > 0  # the default margin, not forced
     run = run_execute(queued_run().pk)
     assert run.status == "succeeded", run.error
     candidate = run.candidate
-    assert candidate.status == "active" and candidate.parent.number == 1
+    assert candidate.status == "active", candidate.status_reason
+    assert candidate.parent.number == 1
     assert (Path(candidate.artifact_path) / "adapter_config.json").exists()
-    assert candidate.metrics["evaluation"]["cases"] > 0
+    evaluation = candidate.metrics["evaluation"]
+    assert evaluation["cases"] == len(EVAL_CASES) and len(evaluation["per_case"]) == 12
     assert candidate.metrics["compared_with"]["version"] == 1
-    assert run.loss_history and run.progress == 1.0
+    gate = candidate.metrics["gate"]
+    assert gate["promote"] and gate["interval"]["low"] > 0 and gate["interval"]["cases"] == 12
+    assert {c["name"] for c in gate["checks"]} >= {"primary", "corrections", "forgetting"}
+    assert candidate.metrics["training"]["replay"]["mode"] == "full"
+    assert run.loss_history and run.progress == 1.0 and run.stage == "done"
+    assert set(run.stage_timings) == {
+        "data",
+        "train",
+        "evaluate_candidate",
+        "evaluate_active",
+        "gate",
+    }
     assert ModelVersion.objects.get(number=1).status == "retired"
+
+    # Every answer moved to another question: the next run learns them (all rows are new,
+    # from the active adapter) and the gate refuses it, at the same positive margin.
+    answers = [answer for _, answer in QUESTIONS]
+    for seed in SeedExample.objects.all():
+        index = answers.index(seed.agent)
+        seed.agent = answers[(index + 1) % len(answers)]
+        seed.save()
+    run = run_execute(queued_run().pk)
+    assert run.status == "succeeded", run.error
+    scrambled = run.candidate
+    assert scrambled.status == "rejected"
+    assert scrambled.metrics["training"]["replay"]["mode"] == "incremental"
+    assert scrambled.status_reason.startswith("reject: semantic_similarity gain -")
+    assert "not above zero" in scrambled.status_reason
+    assert scrambled.metrics["gate"]["interval"]["mean"] < 0
+    assert ModelVersion.objects.get(status="active") == candidate
 
 
 @pytest.mark.django_db
-def test_a_candidate_below_the_margin_is_rejected_with_the_reason(tiny_training, seed_corpus):
+def test_an_incremental_run_trains_on_new_rows_and_a_replay_sample(
+    tiny_training, seed_corpus, frozen_eval
+):
+    first = run_execute(queued_run().pk).candidate
+    assert first.metrics["training"]["replay"]["mode"] == "full"
+    if first.status != "active":  # this test is about the data mix, not the gate
+        version_promote(version_id=first.pk, actor="test", reason="setup", override=True)
+    new_rows = [
+        SeedExample(source="test", external_id=f"new-{i}", customer=q, agent=a)
+        for i, (q, a) in enumerate(
+            [
+                ("Do you have a store in Oslo?", "Yes, our Oslo store is on Karl Johans gate."),
+                ("Can I buy a gift wrap?", "Gift wrapping costs two euros per parcel."),
+                ("Do you sell socks?", "Yes, socks come in packs of three."),
+            ]
+        )
+    ]
+    SeedExample.objects.bulk_create(new_rows)
+    run = run_execute(queued_run().pk)
+    assert run.status == "succeeded", run.error
+    training = run.candidate.metrics["training"]
+    mix = training["replay"]
+    new_keys = {r["key"] for r in snapshot_rows(snapshot_get(run.candidate.data_snapshot), "train")}
+    old_keys = {r["key"] for r in snapshot_rows(snapshot_get(first.data_snapshot), "train")}
+    assert mix["mode"] == "incremental"
+    assert mix["new"] == len(new_keys - old_keys) >= 1
+    assert mix["replayed"] == 5 and mix["replay_pool"] == len(new_keys & old_keys)
+    assert training["train_examples"] == mix["new"] + mix["replayed"]
+    assert run.candidate.parent == first
+
+
+@pytest.mark.django_db
+def test_a_candidate_below_the_margin_is_rejected_with_the_reason(
+    tiny_training, seed_corpus, frozen_eval
+):
     tiny_training.TRAINING_GATE_MIN_IMPROVEMENT = 10.0
     run = run_execute(queued_run().pk)
     assert run.status == "succeeded"
     candidate = run.candidate
     assert candidate.status == "rejected"
-    assert "does not beat the active version by the margin 10.0" in candidate.status_reason
+    assert "below the margin 10.0" in candidate.status_reason
     assert ModelVersion.objects.get(number=1).status == "active"
 
 

@@ -11,22 +11,17 @@ from training.evaluate import evaluate_artifact, evaluation_cases, reports_table
 
 class Command(BaseCommand):
     help = (
-        "Evaluate one or more models on a snapshot's validation split: JSON plus a table. "
+        "Evaluate one or more models on a snapshot's frozen evaluation set: JSON plus a table. "
         "Use `base` for the base model, e.g. `evaluate base var/artifacts/run-...`."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("artifacts", nargs="+", help="Artifact folders, or `base`.")
         parser.add_argument("--snapshot", default="", help="Snapshot name (default: newest).")
-        parser.add_argument("--limit", type=int, default=50, help="Number of validation cases.")
-        parser.add_argument(
-            "--skip",
-            type=int,
-            default=0,
-            help="Skip the first N validation rows (those used for early stopping).",
-        )
+        parser.add_argument("--limit", type=int, default=200, help="General (seed) cases; 0 = all.")
         parser.add_argument("--max-new-tokens", type=int, default=64)
-        parser.add_argument("--batch-size", type=int, default=8)
+        parser.add_argument("--batch-size", type=int, default=16)
+        parser.add_argument("--bf16", type=int, choices=(0, 1), default=None, help="Default: auto.")
         parser.add_argument("--base", default="", help="Base model folder (default: configured).")
         parser.add_argument("--json", default="", help="Also write the reports to this file.")
 
@@ -34,7 +29,7 @@ class Command(BaseCommand):
         base = options["base"] or str(base_model_path())
         try:
             snapshot = snapshot_get(options["snapshot"])
-            cases = evaluation_cases(snapshot.pk, limit=options["limit"], skip=options["skip"])
+            cases = evaluation_cases(snapshot.pk, limit=options["limit"])
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
         reports = []
@@ -47,6 +42,7 @@ class Command(BaseCommand):
                     cases=cases,
                     max_new_tokens=options["max_new_tokens"],
                     batch_size=options["batch_size"],
+                    bf16=None if options["bf16"] is None else bool(options["bf16"]),
                 )
             except ModelLoadError as exc:
                 raise CommandError(f"Refused {artifact}: {exc}") from exc
@@ -55,8 +51,5 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(data, indent=2))
         if options["json"]:
             Path(options["json"]).write_text(json.dumps(data, indent=2))
-        self.stdout.write(
-            f"\nSnapshot {snapshot.name}: validation cases {options['skip']}.."
-            f"{options['skip'] + len(cases) - 1}\n"
-        )
+        self.stdout.write(f"\nSnapshot {snapshot.name}: {len(cases)} evaluation cases\n")
         self.stdout.write(reports_table(reports))
