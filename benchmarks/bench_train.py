@@ -37,9 +37,9 @@ MAX_LENGTH = int(os.environ.get("BENCH_MAX_LENGTH", "384"))
 
 
 def features_build(tokenizer) -> list[dict]:
+    from chatbot.pii import pii_mask
     from training.chat_format import examples_tokenize
     from training.data.cleaning import text_normalize
-    from training.data.pii import pii_mask
     from training.data.slots import slots_rewrite
     from training.train import system_prompt_for_training
 

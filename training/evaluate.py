@@ -20,8 +20,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from chatbot.pii import pii_find
 from training.data.cleaning import text_is_abusive
-from training.data.pii import pii_find
 from training.data.slots import raw_slots
 
 ORDER_NUMBER = re.compile(r"#\s?\d{3,}|\b\d{5,}\b|\b[A-Z]{2,4}-\d{3,}\b")

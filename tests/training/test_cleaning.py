@@ -2,8 +2,8 @@ import time
 
 import pytest
 
+from chatbot.pii import pii_find, pii_mask
 from training.data.cleaning import examples_clean, text_censor, text_is_abusive, text_is_garbled
-from training.data.pii import pii_find, pii_mask
 from training.data.slots import raw_slots, slots_rewrite
 
 

@@ -11,7 +11,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable
 
-from training.data.pii import pii_mask
+from chatbot.pii import pii_mask
 from training.data.profanity import text_censor, text_is_abusive
 from training.data.slots import slots_rewrite
 

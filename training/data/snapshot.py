@@ -21,10 +21,10 @@ from pathlib import Path
 
 from django.conf import settings
 
+from chatbot.pii import pii_mask
 from training.config import TrainConfig
 from training.data import sources
 from training.data.cleaning import examples_clean, text_normalize
-from training.data.pii import pii_mask
 from training.data.slots import slots_rewrite
 from training.models import DatasetSnapshot
 
