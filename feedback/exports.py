@@ -12,6 +12,8 @@ Only reviewed text trains. Rules:
   the example stops: what followed reacted to it. Agents' own messages are assistant turns.
   Consecutive turns of one role are joined; trailing customer turns are dropped. `source`
   names the strongest reviewed turn in it: correction > approved > agent > thumbs_up.
+- A correction whose approved answer a reviewer revoked (console, /agent/answers/) counts as
+  withdrawn: the reply is treated as uncorrected.
 - Corrections: one single-turn example per corrected bot reply (the customer turns just
   before it -> the newest correction), the most valuable rows of all.
 - DPO: one pair per corrected bot reply whose correction differs from it: prompt = the
@@ -24,9 +26,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import IO
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Prefetch
 
-from chatbot.models import Conversation, Message
+from chatbot.models import ApprovedAnswer, Conversation, Message
 from chatbot.prompting import ROLE_FOR_MODEL
 from feedback.models import Correction, Flag, MessageRating, RegressionCase
 
@@ -42,7 +45,9 @@ def _messages_of(conversation_ids: Iterable | None) -> Iterable[Conversation]:
     conversations = Conversation.objects.order_by("created_at", "id").prefetch_related(
         Prefetch(
             "messages",
-            queryset=Message.objects.order_by("created_at", "id").prefetch_related(
+            queryset=Message.objects.order_by("created_at", "id")
+            .select_related("approved_answer")
+            .prefetch_related(
                 Prefetch("corrections", queryset=Correction.objects.order_by("-created_at", "-id")),
                 "ratings",
                 "flags",
@@ -55,8 +60,17 @@ def _messages_of(conversation_ids: Iterable | None) -> Iterable[Conversation]:
 
 
 def newest_correction(message: Message) -> Correction | None:
+    """The correction in force: the newest one, unless a reviewer revoked the approved answer
+    it made (then the reply counts as uncorrected and its correction does not train)."""
     corrections = list(message.corrections.all())
-    return corrections[0] if corrections else None
+    if not corrections:
+        return None
+    try:
+        answer = message.approved_answer
+    except ObjectDoesNotExist:
+        return corrections[0]
+    revoked = not answer.active and answer.origin == ApprovedAnswer.Origin.CORRECTION
+    return None if revoked else corrections[0]
 
 
 SOURCE_RANK = ("correction", "approved", "agent", "thumbs_up")

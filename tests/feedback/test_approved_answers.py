@@ -221,3 +221,17 @@ def test_console_answers_need_an_agent_and_csrf(client, agent, make_conversation
     assert csrf_client.post(revoke).status_code == 403
     record.refresh_from_db()
     assert record.active
+
+
+@pytest.mark.django_db
+def test_a_revoked_correction_no_longer_trains(agent, make_conversation):
+    from feedback.exports import correction_examples, preference_pairs, sft_examples
+
+    _, (_, reply) = make_conversation([("customer", RETURNS), ("bot", "14 days.")])
+    services.correction_submit(message_id=reply.id, agent=agent, text=RETURNS_POLICY)
+    assert [e["messages"][-1]["content"] for e in correction_examples()] == [RETURNS_POLICY]
+    assert len(preference_pairs()) == 1
+
+    services.approved_answer_revoke(answer_id=reply.approved_answer.pk, agent=agent)
+    assert correction_examples() == [] and preference_pairs() == []
+    assert all(RETURNS_POLICY not in str(e["messages"]) for e in sft_examples())
