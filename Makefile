@@ -10,9 +10,11 @@ export TRANSFORMERS_OFFLINE := 1
 
 # Tests use the real services: PostgreSQL and Redis on this machine unless told otherwise.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatbot
-TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+# Redis database 15: the tests empty it, so they never touch the app's database 0.
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+CHROMIUM_PATH ?= /usr/bin/chromium
 
-.PHONY: install run prepare test test-fast lint bench-chat bench-retrieval bench-loop clean
+.PHONY: install run prepare test test-fast chromium lint bench-chat bench-retrieval bench-loop clean
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PY) >/dev/null || { echo "Python 3.11 is required ($(PY) not found)"; exit 1; }
@@ -34,7 +36,19 @@ prepare: install
 run: prepare
 	PATH="$(CURDIR)/$(BIN):$$PATH" SERVING_WARMUP=1 HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho -f deploy/Procfile -d . start
 
-test: install
+# Browser tests drive Debian's Chromium: installed here when missing and we may (root with
+# apt-get), otherwise one line says what to run.
+chromium:
+	@test -x "$(CHROMIUM_PATH)" || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for the browser tests (once)"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	  else \
+	    echo "The browser tests need Debian's Chromium: run 'sudo apt-get install chromium' (or set CHROMIUM_PATH), then 'make test' again."; \
+	    exit 1; \
+	  fi; }
+
+test: install chromium
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PYTHON) manage.py prepare_model
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 

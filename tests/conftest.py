@@ -7,6 +7,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def pytest_sessionstart(session):
+    """The tests run on the real services. Without DATABASE_URL and REDIS_URL settings fall
+    back to SQLite and the in-memory layer, where worker tests cannot run: refuse, unless
+    asked for explicitly."""
+    from django.conf import settings
+
+    if (not settings.DATABASE_URL or not settings.REDIS_URL) and not os.environ.get(
+        "ALLOW_EMBEDDED_TESTS"
+    ):
+        pytest.exit(
+            "The tests need PostgreSQL and Redis: run `make test` (or set DATABASE_URL and "
+            "REDIS_URL); ALLOW_EMBEDDED_TESTS=1 runs them on SQLite and the in-memory layer.",
+            returncode=2,
+        )
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from tests.tiny_model import tiny_model_build
@@ -195,7 +211,7 @@ def browser(monkeypatch):
     # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls
     # are plain synchronous ones, so let Django run them.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    executable = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    executable = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")  # `make test` installs it
     if not Path(executable).exists():
         pytest.fail(f"Chromium not found at {executable}: apt-get install chromium")
     with sync_playwright() as playwright:
