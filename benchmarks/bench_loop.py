@@ -209,14 +209,35 @@ def corrections_make(base: str, env: dict, per_topic: int) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def retrain(env: dict, extra: dict) -> tuple[dict, float]:
+    """`manage.py retrain --inline` (data, train, evaluate, gate in this order); the run's
+    record and the wall time."""
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "manage.py", "retrain", "--inline"],
+        cwd=ROOT,
+        env={**env, **extra},
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - t0
+    script = (
+        "import json\n"
+        "from training.models import TrainingRun\n"
+        "run = TrainingRun.objects.order_by('-id').first()\n"
+        "print(json.dumps({'status': run.status, 'outcome': run.outcome, 'error': run.error,\n"
+        "                  'stages': run.stage_timings}, default=str))\n"
+    )
+    record = json.loads(manage(env, "shell", "-c", script).strip().splitlines()[-1])
+    record["output_tail"] = (done.stdout + done.stderr)[-2000:]
+    return record, seconds
+
+
 def versions_report(env: dict) -> dict:
     script = (
         "import json\n"
-        "from training.models import ModelVersion, TrainingRun\n"
-        "run = TrainingRun.objects.order_by('-id').first()\n"
-        "out = {'run': {k: getattr(run, k, None) for k in ('status', 'outcome', 'error')},\n"
-        "       'stage_seconds': getattr(run, 'stage_seconds', None) or {},\n"
-        "       'versions': [{'number': v.number, 'status': v.status, 'metrics': v.metrics,\n"
+        "from training.models import ModelVersion\n"
+        "out = {'versions': [{'number': v.number, 'status': v.status, 'metrics': v.metrics,\n"
         "                     'reason': v.status_reason} for v in ModelVersion.objects.all()]}\n"
         "print(json.dumps(out, default=str))\n"
     )
@@ -230,6 +251,12 @@ def main() -> None:
     parser.add_argument(
         "--memory-only", action="store_true", help="stop after the memory phase (no retrain)"
     )
+    parser.add_argument(
+        "--seed-train-examples",
+        type=int,
+        default=400,
+        help="rows of the first (full) fine-tune on the seed corpus; 0 = all (about an hour)",
+    )
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="bench-loop-")
@@ -242,7 +269,15 @@ def main() -> None:
     timings["setup_s"] = time.perf_counter() - t0
     results: dict = {"per_topic_corrections": args.per_topic}
 
-    print("before: base model, empty memory")
+    if not args.memory_only:
+        # The shop's steady state: a model fine-tuned on the seed corpus (a full run: the base
+        # version has no adapter). Capped by --seed-train-examples to keep the benchmark short.
+        print(f"seed fine-tune (full, {args.seed_train_examples or 'all'} rows)")
+        extra = {"TRAINING_MAX_TRAIN_EXAMPLES": str(args.seed_train_examples)}
+        results["seed_retrain"], timings["seed_retrain_s"] = retrain(env, extra)
+        print("  " + results["seed_retrain"]["outcome"][:300])
+
+    print("before: serving version, empty memory")
     server = Server(env)
     try:
         results["before"] = phase_measure(server.base)
@@ -261,17 +296,9 @@ def main() -> None:
         results["before"].pop("_finished", None)
         report_finish(results, args.out)
         return
-    print("retrain (inline)")
-    t0 = time.perf_counter()
-    retrain_out = subprocess.run(
-        [sys.executable, "manage.py", "retrain", "--inline"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    timings["retrain_s"] = time.perf_counter() - t0
-    results["retrain_output"] = (retrain_out.stdout + retrain_out.stderr)[-3000:]
+    print("retrain after the corrections (incremental)")
+    results["retrain"], timings["retrain_s"] = retrain(env, {})
+    print("  " + results["retrain"]["outcome"][:300])
     results["registry"] = versions_report(env)
 
     for name, extra in (("model", {"APPROVED_ANSWERS": "0"}), ("both", {})):
@@ -321,19 +348,36 @@ def report_print(results: dict) -> None:
     registry = results.get("registry", {})
     if not registry:
         return
-    print(f"retrain: {results['timings'].get('retrain_s', 0):.0f} s; run {registry.get('run')}")
-    if registry.get("stage_seconds"):
-        print("stages (s): " + json.dumps(registry["stage_seconds"]))
+    for key in ("seed_retrain", "retrain"):
+        run = results.get(key)
+        if run:
+            seconds = results["timings"].get(f"{key}_s", 0)
+            stages = json.dumps(run["stages"])
+            print(f"{key}: {seconds:.0f} s, {run['status']}; stages (s) {stages}")
+            print(f"   {run['outcome'] or run['error']}"[:600])
+    shown = (
+        "cases",
+        "seed_cases",
+        "seed_rouge_l",
+        "seed_semantic_similarity",
+        "corrections_cases",
+        "corrections_score",
+        "semantic_similarity",
+        "safety_template_slot_rate",
+        "seconds",
+    )
     for version in registry.get("versions", []):
         metrics = version.get("metrics") or {}
-        shown = {
-            k: round(v, 4) if isinstance(v, float) else v
-            for k, v in metrics.items()
-            if not isinstance(v, (list, dict))
-        }
-        print(f"v{version['number']} {version['status']}: {json.dumps(shown)}")
+        print(f"v{version['number']} {version['status']}")
+        for label, evaluation in (
+            ("evaluated", metrics.get("evaluation")),
+            ("its parent", (metrics.get("compared_with") or {}).get("evaluation")),
+        ):
+            if evaluation:
+                figures = {k: evaluation.get(k) for k in shown if k in evaluation}
+                print(f"   {label}: {json.dumps(figures)}")
         if version.get("reason"):
-            print(f"   reason: {version['reason'][:400]}")
+            print(f"   reason: {version['reason'][:500]}")
     print("timings (s): " + json.dumps({k: round(v, 1) for k, v in results["timings"].items()}))
 
 
