@@ -239,8 +239,9 @@ async def test_real_worker_retrains_and_chat_serves_the_new_version(
 
     from tests.conftest import frames_until
 
+    # The default margin: the gate promotes what the candidate learned, nothing is forced.
     worker = await database_sync_to_async(celery_worker_proc)(
-        **TINY_TRAINING_ENV, TRAINING_GATE_MIN_IMPROVEMENT="-1"
+        **TINY_TRAINING_ENV, CHAT_BASE_MODEL_PATH=str(tiny_training.CHAT_BASE_MODEL_PATH)
     )
     run = await database_sync_to_async(run_request)(requested_by="test")
 

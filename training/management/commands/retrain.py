@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from training import runs
 from training.models import TrainingRun
+from training.selectors import run_eta
 
 
 class Command(BaseCommand):
@@ -15,10 +16,16 @@ class Command(BaseCommand):
             "--inline", action="store_true", help="run it in this process instead of a worker"
         )
         parser.add_argument("--by", default="cli", help="who asked (recorded on the run)")
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help="train from the base model on all rows, not incrementally from the active one",
+        )
 
-    def handle(self, *args, wait=False, inline=False, by="cli", **options):
+    def handle(self, *args, wait=False, inline=False, by="cli", full=False, **options):
         try:
-            run = runs.run_request(requested_by=by, trigger="cli")
+            config = {"incremental": False} if full else {}
+            run = runs.run_request(requested_by=by, trigger="cli", config=config)
         except runs.TrainingBusy as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Run {run.pk} queued.")
@@ -35,7 +42,8 @@ class Command(BaseCommand):
             if run.loss_history:
                 line += f" loss {run.loss_history[-1].get('loss', float('nan')):.4f}"
             if line != seen:
-                self.stdout.write(line)
+                eta = run_eta(run)["eta_seconds"]
+                self.stdout.write(line + (f" ETA {eta} s" if eta is not None else ""))
                 seen = line
             if run.status not in TrainingRun.ACTIVE_STATES:
                 break
