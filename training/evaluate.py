@@ -107,7 +107,8 @@ def case_from_row(row: dict) -> dict:
 
 def snapshot_eval_cases(snapshot) -> list[dict]:
     """The frozen evaluation set of a snapshot: its `eval.jsonl`; for a snapshot written
-    before that file existed, its validation rows beyond the early-stopping ones."""
+    before that file existed, or a corpus too small to draw one (a handful of rows), its
+    validation rows beyond the early-stopping ones (also held out by a stable hash)."""
     import json
 
     from training.config import train_config
@@ -116,7 +117,9 @@ def snapshot_eval_cases(snapshot) -> list[dict]:
     path = Path(snapshot.path) / EVAL_FILE
     if path.exists():
         with path.open(encoding="utf-8") as stream:
-            return [json.loads(line) for line in stream if line.strip()]
+            cases = [json.loads(line) for line in stream if line.strip()]
+        if cases:
+            return cases
     rows = snapshot_rows(snapshot, "validation")
     skip = train_config().max_eval_examples
     held_out = rows[skip:] if len(rows) > skip else rows

@@ -32,6 +32,21 @@ POLICY = "Every jacket has a three year warranty."
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
+WORDINGS = ("", "Hello, ", "Quick question: ", "Hi! ", "Please tell me: ", "Hey there. ")
+
+
+@pytest.fixture
+def wide_seed_corpus(db):
+    """The test corpus's twelve questions, each asked six ways (same answer): enough
+    wordings that the frozen evaluation set and training share every answer."""
+    from tests.training.conftest import QUESTIONS
+
+    SeedExample.objects.bulk_create(
+        SeedExample(source="test", external_id=f"{i}-{j}", customer=prefix + q, agent=a)
+        for i, (q, a) in enumerate(QUESTIONS)
+        for j, prefix in enumerate(WORDINGS)
+    )
+
 
 def new_session() -> str:
     store = SessionStore()
@@ -72,7 +87,7 @@ def run_to_end(timeout: float = 300) -> TrainingRun:
 
 async def test_correction_memory_retrain_and_gate(
     tiny_training,  # noqa: F811
-    seed_corpus,
+    wide_seed_corpus,
     celery_worker_proc,
     settings,
 ):
@@ -104,7 +119,15 @@ async def test_correction_memory_retrain_and_gate(
     assert remembered["sources"][0]["title"] == "Approved answer, corrected by Alice"
 
     # 4. A retrain on a real worker trains on the correction and the gate promotes it.
-    worker_env = {**TINY_TRAINING_ENV, "CHAT_BASE_MODEL_PATH": settings.CHAT_BASE_MODEL_PATH}
+    worker_env = {
+        **TINY_TRAINING_ENV,
+        "CHAT_BASE_MODEL_PATH": settings.CHAT_BASE_MODEL_PATH,
+        # A quarter of the 72-row test corpus is the frozen evaluation set (12 % by default).
+        "TRAINING_EVAL_SEED_SHARE": "0.25",
+        "TRAINING_VALIDATION_SHARE": "0.1",
+        "TRAINING_EPOCHS": "20",
+        "TRAINING_EARLY_STOPPING_PATIENCE": "0",
+    }
     await database_sync_to_async(celery_worker_proc)(**worker_env)
     run = await database_sync_to_async(run_to_end)()
     log = await database_sync_to_async(lambda: run.error)()
@@ -124,13 +147,20 @@ async def test_correction_memory_retrain_and_gate(
     assert candidate.status == "active", candidate.status_reason
     assert candidate.metrics["gate"]["interval"]["low"] > 0
 
-    # 5. Scrambled answers: the next candidate is rejected and the active version stays.
+    # 5. Scrambled answers in every training row (the frozen evaluation rows keep the true
+    # answers): the next candidate learns them and is rejected; the active version stays.
+    held_out = {case["id"] for case in candidate.metrics["evaluation"]["per_case"]}
+
     def scramble() -> None:
-        seeds = list(SeedExample.objects.all())
+        seeds = [
+            s
+            for s in SeedExample.objects.all()
+            if f"seed:{s.source}:{s.external_id}" not in held_out
+        ]
         answers = [s.agent for s in seeds]
         random.Random(0).shuffle(answers)
         for seed, answer in zip(seeds, answers, strict=True):
-            seed.agent = answer[::-1]
+            seed.agent = answer
         SeedExample.objects.bulk_update(seeds, ["agent"])
 
     await database_sync_to_async(scramble)()
