@@ -18,6 +18,7 @@ from training.runs import TrainingBusy, run_execute, run_request
 TINY_TRAINING_ENV = {
     "TRAINING_LEARNING_RATE": "3e-2",
     "TRAINING_BATCH_SIZE": "4",
+    "TRAINING_GRAD_ACCUM": "1",
     "TRAINING_EPOCHS": "10",
     "TRAINING_INCREMENTAL_LEARNING_RATE": "3e-2",
     "TRAINING_INCREMENTAL_EPOCHS": "10",
@@ -138,6 +139,10 @@ def test_the_gate_promotes_a_learned_candidate_and_rejects_one_trained_on_scramb
     assert scrambled.status_reason.startswith("reject: semantic_similarity gain -")
     assert "not above zero" in scrambled.status_reason
     assert scrambled.metrics["gate"]["interval"]["mean"] < 0
+    # The active version was scored on these very cases by its own run: not generated again.
+    judged_against = scrambled.metrics["compared_with"]["evaluation"]
+    assert (judged_against["reused"], judged_against["generated"]) == (12, 0)
+    assert judged_against["per_case"] == candidate.metrics["evaluation"]["per_case"]
     assert ModelVersion.objects.get(status="active") == candidate
 
 
