@@ -35,7 +35,8 @@ class TrainConfig:
     # LoRA
     lora_r: int = field(default=16, metadata=_help("LoRA rank."))
     lora_alpha: int = field(default=32, metadata=_help("LoRA scaling alpha."))
-    lora_dropout: float = field(default=0.05, metadata=_help("Dropout on the LoRA path."))
+    # Dropout copies every LoRA input: 0.05 cost 1.4 GB more at micro-batch 4 (6.7 vs 5.3 GB).
+    lora_dropout: float = field(default=0.0, metadata=_help("Dropout on the LoRA path."))
     lora_target_modules: str = field(
         default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
         metadata=_help("Comma-separated module names that get adapters."),

@@ -301,3 +301,20 @@ def test_a_killed_worker_leaves_the_run_failed_and_the_active_version_untouched(
     assert not candidate.artifact_path
     worker_artifacts = tmp_path / "artifacts"  # the worker's ARTIFACTS_DIR
     assert not list(worker_artifacts.glob("*/adapter_config.json"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stage_beats_while_it_reports_nothing_and_records_its_duration(settings):
+    from training.runs import run_stage
+
+    settings.TRAINING_HEARTBEAT_SECONDS = 0.05
+    run = queued_run(status="running")
+    with run_stage(run.pk, "data"):
+        run.refresh_from_db()
+        started, first_beat = run.stage_started_at, run.heartbeat_at
+        assert run.stage == "data" and first_beat == started
+        time.sleep(0.5)  # a data build sends no progress of its own
+        run.refresh_from_db()
+        assert run.heartbeat_at > first_beat
+    run.refresh_from_db()
+    assert 0.4 <= run.stage_timings["data"] < 5
