@@ -4,6 +4,8 @@
 build the data, train a candidate and score a version, so each can change on its own.
 """
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -148,30 +150,68 @@ def evaluation_metrics(per_case: list[dict], *, corrections_floor: float) -> dic
     }
 
 
+def case_fingerprint(case: dict, *, system: str, max_new_tokens: int, bf16: bool) -> str:
+    """What a greedy reply and its scores depend on, besides the model's weights."""
+    material = [system, case["prompt"], case["expected"], max_new_tokens, bf16]
+    return hashlib.sha1(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def version_evaluate(version: ModelVersion, *, cases: list[dict], progress=None) -> dict:
     """Score a version on `cases`: flat metrics for the dashboard plus `per_case` scores
-    for the gate. Batched greedy replies in bf16 where the hardware has it."""
+    for the gate. Batched greedy replies in bf16 where the hardware has it.
+
+    Greedy replies of fixed weights do not change, so a case this version was already scored
+    on (same prompt, reference, system prompt and settings; kept in its
+    `metrics["scored_cases"]`) is not generated again: the active version is mostly scored
+    by its own run, and later runs only score it on cases added since.
+    """
     from training.evaluate import evaluate_artifact
+    from training.train import bf16_usable, system_prompt_for_training
 
     target = serving_target(version)
-    report = evaluate_artifact(
-        target.artifact_path,
-        base_path=target.base_path,
-        cases=cases,
-        max_new_tokens=settings.TRAINING_EVAL_MAX_NEW_TOKENS,
-        batch_size=settings.TRAINING_EVAL_BATCH_SIZE,
-        bf16=None if train_config().bf16 else False,
-        loss=False,
-        progress=progress,
-    )
+    bf16 = train_config().bf16 and bf16_usable()
+    tokens = settings.TRAINING_EVAL_MAX_NEW_TOKENS
+    system = system_prompt_for_training()
+    keys = [case_fingerprint(c, system=system, max_new_tokens=tokens, bf16=bf16) for c in cases]
+    known = dict((version.metrics or {}).get("scored_cases", {}))
+    todo = [(key, case) for key, case in zip(keys, cases, strict=True) if key not in known]
+    seconds, samples = 0.0, []
+    if todo:
+        report = evaluate_artifact(
+            target.artifact_path,
+            base_path=target.base_path,
+            cases=[case for _, case in todo],
+            max_new_tokens=tokens,
+            batch_size=settings.TRAINING_EVAL_BATCH_SIZE,
+            bf16=bf16,
+            loss=False,
+            progress=progress,
+        )
+        known.update({key: record for (key, _), record in zip(todo, report.per_case, strict=True)})
+        seconds, samples = report.seconds, report.samples
+    elif progress:
+        progress({"done": len(cases), "total": len(cases)})
+    per_case = [
+        {
+            **known[key],
+            "id": case["id"],
+            "kind": case.get("kind", "seed"),
+            "correction_id": case.get("correction_id"),
+        }
+        for key, case in zip(keys, cases, strict=True)
+    ]
+    version.metrics = {**(version.metrics or {}), "scored_cases": {k: known[k] for k in keys}}
+    ModelVersion.objects.filter(pk=version.pk).update(metrics=version.metrics)
     return {
         **evaluation_metrics(
-            report.per_case, corrections_floor=settings.TRAINING_CORRECTIONS_MIN_SIMILARITY
+            per_case, corrections_floor=settings.TRAINING_CORRECTIONS_MIN_SIMILARITY
         ),
-        "bf16": report.bf16,
-        "seconds": report.seconds,
-        "samples": report.samples,
-        "per_case": report.per_case,
+        "bf16": bf16,
+        "seconds": seconds,
+        "generated": len(todo),
+        "reused": len(cases) - len(todo),
+        "samples": samples,
+        "per_case": per_case,
     }
 
 

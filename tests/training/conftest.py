@@ -52,6 +52,7 @@ def tiny_cfg():
     return train_config(
         learning_rate=5e-3,
         batch_size=4,
+        grad_accum=1,
         epochs=8,
         max_length=512,
         lora_r=8,
