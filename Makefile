@@ -62,7 +62,7 @@ bench-chat: prepare
 	$(PYTHON) benchmarks/bench_chat.py
 
 # The learning loop: corrections -> approved-answer memory -> retrain -> gate (README "Approved
-# answers"); about 25-40 minutes on 2 cores. Memory thresholds: benchmarks/calibrate_memory.py.
+# answers"); about an hour on 2 cores (most of it the first fine-tune). Thresholds: calibrate_memory.py.
 bench-loop: install
 	$(PYTHON) manage.py prepare_model
 	$(PYTHON) benchmarks/bench_loop.py --out var/bench-loop.json

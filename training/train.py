@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from training.config import TrainConfig
+from training.data.embed import bf16_usable
 from training.data.snapshot import snapshot_get, snapshot_rows
 
 log = logging.getLogger(__name__)
@@ -105,18 +106,6 @@ def _previous_keys(meta: dict) -> set[str]:
     except Exception:  # noqa: BLE001 - a vanished old snapshot just means nothing to replay
         log.warning("Parent snapshot %s not readable: no replay data.", name)
         return set()
-
-
-def bf16_usable() -> bool:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _progress_callback(progress: Progress | None, phase: str):
