@@ -287,6 +287,23 @@ def conversation_assign(*, conversation_id, agent, assignee_id: int | None) -> C
 # --- review: corrections, ratings, flags, notes ----------------------------------------------
 
 
+def _message_review_record(*, message: Message, agent, action: str, kind: str, **detail) -> None:
+    """The ending of every review of one bot reply: audited, then the consoles told."""
+    audit_log(
+        actor=agent,
+        action=action,
+        conversation_id=message.conversation_id,
+        message_id=message.id,
+        **detail,
+    )
+    _review_publish(
+        conversation_id=message.conversation_id,
+        kind=kind,
+        actor=agent,
+        message_id=str(message.id),
+    )
+
+
 @transaction.atomic
 def correction_submit(*, message_id, agent, text: str) -> Correction:
     """Keep the bot's reply and store what it should have said beside it (newest wins)."""
@@ -300,19 +317,13 @@ def correction_submit(*, message_id, agent, text: str) -> Correction:
     remembered = approved.answer_record(
         message=message, answer=text, author=agent, origin=ApprovedAnswer.Origin.CORRECTION
     )
-    audit_log(
-        actor=agent,
+    _message_review_record(
+        message=message,
+        agent=agent,
         action=Action.CORRECT,
-        conversation_id=message.conversation_id,
-        message_id=message.id,
+        kind="correction",
         correction_id=correction.id,
         approved_answer_id=remembered.pk if remembered else None,
-    )
-    _review_publish(
-        conversation_id=message.conversation_id,
-        kind="correction",
-        actor=agent,
-        message_id=str(message.id),
     )
     return correction
 
@@ -330,19 +341,13 @@ def message_rate(*, message_id, agent, value: str) -> MessageRating:
         defaults={"value": value},
     )
     remembered = _approval_remember(message=message, agent=agent, value=value)
-    audit_log(
-        actor=agent,
+    _message_review_record(
+        message=message,
+        agent=agent,
         action=Action.RATE,
-        conversation_id=message.conversation_id,
-        message_id=message.id,
+        kind="rating",
         value=value,
         approved_answer_id=remembered,
-    )
-    _review_publish(
-        conversation_id=message.conversation_id,
-        kind="rating",
-        actor=agent,
-        message_id=str(message.id),
     )
     return rating
 
@@ -375,18 +380,12 @@ def approved_answer_revoke(*, answer_id, agent) -> ApprovedAnswer:
     except (ApprovedAnswer.DoesNotExist, ValueError, TypeError) as exc:
         raise ConsoleActionError("not_found", "No such approved answer.") from exc
     message = record.message
-    audit_log(
-        actor=agent,
+    _message_review_record(
+        message=message,
+        agent=agent,
         action=Action.ANSWER_REVOKE,
-        conversation_id=message.conversation_id,
-        message_id=message.id,
-        approved_answer_id=record.pk,
-    )
-    _review_publish(
-        conversation_id=message.conversation_id,
         kind="answer_revoked",
-        actor=agent,
-        message_id=str(message.id),
+        approved_answer_id=record.pk,
     )
     return record
 
@@ -410,18 +409,12 @@ def message_flag(*, message_id, agent, reason: str, note: str = "") -> Flag:
         raise ConsoleActionError("bad_reason", "Pick a reason for the flag.")
     message = _bot_message(message_id)
     flag = Flag.objects.create(message=message, reason=reason, note=note.strip()[:500], agent=agent)
-    audit_log(
-        actor=agent,
+    _message_review_record(
+        message=message,
+        agent=agent,
         action=Action.FLAG,
-        conversation_id=message.conversation_id,
-        message_id=message.id,
-        reason=reason,
-    )
-    _review_publish(
-        conversation_id=message.conversation_id,
         kind="flag",
-        actor=agent,
-        message_id=str(message.id),
+        reason=reason,
     )
     return flag
 
