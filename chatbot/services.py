@@ -18,7 +18,6 @@ from chatbot.approved.store import AnswerMatch
 from chatbot.grounding import grounding_find
 from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish, frame_publish_on_commit
 from chatbot.models import Conversation, Message
-from chatbot.prompting import chat_messages
 from chatbot.selectors import conversation_history, message_frame_data
 from chatbot.serving import gateway
 from chatbot.serving.loading import ModelLoadError
@@ -177,7 +176,7 @@ async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
     reply.sources = grounding.sources()
     if grounding.verbatim:
         return await approved_reply_send(reply, grounding.approved, start=start)
-    messages = chat_messages(history, system=grounding.system())
+    messages = grounding.messages(history)
     try:
         target = await database_sync_to_async(active_serving_target)()
         async for event in gateway.reply_stream(messages, target):

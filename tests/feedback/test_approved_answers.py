@@ -129,6 +129,13 @@ def test_looser_match_goes_into_the_prompt_ahead_of_the_knowledge_base(
     assert not grounding.verbatim
     assert RETURNS_POLICY in grounding.system()
     assert grounding.sources()[0]["kind"] == "approved"
+    # The approved exchange is shown to the model before the conversation.
+    history = [("customer", question)]
+    assert grounding.messages(history)[1:] == [
+        {"role": "user", "content": RETURNS},
+        {"role": "assistant", "content": RETURNS_POLICY},
+        {"role": "user", "content": question},
+    ]
 
     settings.APPROVED_ANSWERS = False
     assert grounding_find(question).approved is None
