@@ -87,7 +87,9 @@ def answer_match(
     """The approved answer for a question embedding, or None below `min_score`.
 
     `verbatim` is set when the match is close enough (`verbatim_score`) for the approved
-    text itself to be the reply. Blocking (database): call off the event loop.
+    text itself to be the reply. How close is the best match's score: the newest answer
+    within `NEWEST_WINS_WITHIN` of it is chosen as the same question's current answer, not
+    as a weaker match. Blocking (database): call off the event loop.
     """
     if min_score is None:
         min_score = settings.APPROVED_MATCH_MIN_SCORE
@@ -115,5 +117,5 @@ def answer_match(
         author_name=row.author_name,
         origin=row.origin,
         score=score,
-        verbatim=score >= verbatim_score,
+        verbatim=best >= verbatim_score,
     )

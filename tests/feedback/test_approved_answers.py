@@ -99,6 +99,26 @@ def test_newer_correction_replaces_older_and_revoked_answers_leave_the_memory(
 
 
 @pytest.mark.django_db
+def test_newest_answer_of_a_close_group_keeps_the_best_match_confidence(agent, make_conversation):
+    """The newest answer among near-equal matches is the question's current answer; whether
+    it is given verbatim depends on how close the best match is, not the newest one."""
+    _, (_, older) = make_conversation([("customer", RETURNS), ("bot", "14 days.")])
+    services.correction_submit(message_id=older.id, agent=agent, text="30 days.")
+    _, (_, newer) = make_conversation(
+        [("customer", RETURNS.lower().rstrip("?")), ("bot", "Two weeks.")], session_key="c-2"
+    )
+    services.correction_submit(message_id=newer.id, agent=agent, text=RETURNS_POLICY)
+    best, newest = (
+        texts_embed([RETURNS, RETURNS.lower().rstrip("?")]) @ texts_embed([RETURNS_PARAPHRASE]).T
+    )
+    assert best[0] > newest[0] > best[0] - 0.05  # the newer question is the weaker match
+    between = float(best[0] + newest[0]) / 2
+    found = match(RETURNS_PARAPHRASE, verbatim_score=between)
+    assert found.answer == RETURNS_POLICY and found.verbatim, found
+    assert not match(RETURNS_PARAPHRASE, verbatim_score=float(best[0]) + 0.01).verbatim
+
+
+@pytest.mark.django_db
 def test_reply_rated_good_is_approved_and_rated_bad_leaves(agent, make_conversation):
     _, (_, reply) = make_conversation([("customer", RETURNS), ("bot", RETURNS_POLICY)])
     services.message_rate(message_id=reply.id, agent=agent, value="good")
