@@ -51,6 +51,9 @@ LEARN_ENV = {
     "TRAINING_VALIDATION_SHARE": "0.1",
     "TRAINING_EPOCHS": "20",
     "TRAINING_EARLY_STOPPING_PATIENCE": "0",
+    # Rank 8 left the gain inside the noise on another CPU (train loss 9.3 -> 5.1 in 240
+    # steps, gain +0.019, CI -0.013..+0.052); rank 32 learns the answers.
+    "TRAINING_LORA_R": "32",
 }
 
 
