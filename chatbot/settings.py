@@ -271,3 +271,20 @@ TRAINING_GATE_FORGETTING_TOLERANCE = env_float("TRAINING_GATE_FORGETTING_TOLERAN
 TRAINING_GATE_BOOTSTRAP_RESAMPLES = env_int("TRAINING_GATE_BOOTSTRAP_RESAMPLES", 2000)
 # A running stage writes a heartbeat this often, even while it reports no progress.
 TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 15.0)
+
+# --- Load and abuse limits (issue 12) ------------------------------------------------------
+# Frames larger than this (characters) are refused before they are parsed.
+CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 32768)
+# Shared by all sockets of one browser session / one client address, across web processes
+# (counted in Redis); 0 turns a limit off.
+CHAT_SESSION_RATE_LIMIT_MESSAGES = env_int("CHAT_SESSION_RATE_LIMIT_MESSAGES", 12)
+CHAT_SESSION_RATE_LIMIT_SECONDS = env_float("CHAT_SESSION_RATE_LIMIT_SECONDS", 60.0)
+CHAT_IP_RATE_LIMIT_MESSAGES = env_int("CHAT_IP_RATE_LIMIT_MESSAGES", 60)
+CHAT_IP_RATE_LIMIT_SECONDS = env_float("CHAT_IP_RATE_LIMIT_SECONDS", 60.0)
+# Replies queued or generating in one web process; beyond it customers get `overloaded`
+# with this retry hint (seconds).
+SERVING_MAX_PENDING = env_int("SERVING_MAX_PENDING", 4 * SERVING_MAX_BATCH)
+CHAT_OVERLOAD_RETRY_SECONDS = env_int("CHAT_OVERLOAD_RETRY_SECONDS", 15)
+# The longest wait for the engine's next event (first token included) before the reply
+# fails with `generation_failed`.
+SERVING_EVENT_TIMEOUT_SECONDS = env_float("SERVING_EVENT_TIMEOUT_SECONDS", 60.0)

@@ -19,6 +19,11 @@ from chatbot.serving.versions import ServingTarget
 
 log = logging.getLogger(__name__)
 
+
+class GenerationTimeout(RuntimeError):
+    """The engine sent nothing for SERVING_EVENT_TIMEOUT_SECONDS; the request was cancelled."""
+
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -40,8 +45,11 @@ def engine_for(target: ServingTarget) -> Engine:
     """
     with _lock:
         engine = _engines.get(target.artifact_path)
-        if engine:
+        if engine and engine.alive:
             return engine
+        if engine:  # its thread died: say so loudly and load a fresh one
+            log.error("The engine for %s had stopped; loading it again", target.artifact_path)
+            del _engines[target.artifact_path]
         loaded = model_load(
             target.artifact_path, base_path=target.base_path, dtype=settings.SERVING_DTYPE
         )
@@ -83,9 +91,13 @@ async def reply_stream(
     else:
         raise RuntimeError("No engine accepted the request")
     finished = False
+    timeout = settings.SERVING_EVENT_TIMEOUT_SECONDS
     try:
         while True:
-            event = await events.get()
+            try:
+                event = await asyncio.wait_for(events.get(), timeout)
+            except TimeoutError:
+                raise GenerationTimeout(f"no answer from the engine in {timeout:.0f} s") from None
             if event.kind != "token":
                 finished = True
             yield event
