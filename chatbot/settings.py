@@ -288,3 +288,5 @@ CHAT_OVERLOAD_RETRY_SECONDS = env_int("CHAT_OVERLOAD_RETRY_SECONDS", 15)
 # The longest wait for the engine's next event (first token included) before the reply
 # fails with `generation_failed`.
 SERVING_EVENT_TIMEOUT_SECONDS = env_float("SERVING_EVENT_TIMEOUT_SECONDS", 60.0)
+# A customer message unanswered this long (seconds) is marked as a failed reply by beat.
+CHAT_REPLY_PENDING_MAX_SECONDS = env_int("CHAT_REPLY_PENDING_MAX_SECONDS", 900)
