@@ -290,3 +290,6 @@ CHAT_OVERLOAD_RETRY_SECONDS = env_int("CHAT_OVERLOAD_RETRY_SECONDS", 15)
 SERVING_EVENT_TIMEOUT_SECONDS = env_float("SERVING_EVENT_TIMEOUT_SECONDS", 60.0)
 # A customer message unanswered this long (seconds) is marked as a failed reply by beat.
 CHAT_REPLY_PENDING_MAX_SECONDS = env_int("CHAT_REPLY_PENDING_MAX_SECONDS", 900)
+# An open agent socket re-checks its agent on every frame it receives, and at most this often
+# (seconds) while it only relays live frames.
+AGENT_RECHECK_SECONDS = env_float("AGENT_RECHECK_SECONDS", 5.0)
