@@ -21,6 +21,7 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-updated_at"]
+        permissions = [("delete_customer_data", "Can delete all data of a customer")]
 
     def __str__(self) -> str:
         return f"Conversation {str(self.id)[:8]} ({self.get_status_display()})"

@@ -13,7 +13,10 @@ from feedback.models import (
 from feedback.services import customer_data_delete
 
 
-@admin.action(description="Delete ALL data of these conversations' customers")
+@admin.action(
+    description="Delete ALL data of these conversations' customers",
+    permissions=["delete_customer_data"],
+)
 def customer_data_delete_action(modeladmin, request, queryset):
     """Used on the Conversation admin: erase each selected conversation's customer."""
     totals = {"conversations": 0, "messages": 0, "regression_cases": 0}
