@@ -32,6 +32,13 @@ class ViewOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class RecordAdmin(ViewOnlyAdmin):
+    """View only, and never deleted here either."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Conversation)
 class ConversationAdmin(ViewOnlyAdmin):
     list_display = ("id", "status", "created_at", "updated_at", "message_count")
@@ -56,7 +63,7 @@ class ConversationAdmin(ViewOnlyAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(ViewOnlyAdmin):
+class MessageAdmin(RecordAdmin):
     list_display = (
         "created_at",
         "role",
@@ -68,9 +75,6 @@ class MessageAdmin(ViewOnlyAdmin):
     list_filter = ("role", "model_version")
     search_fields = ("text",)
     list_select_related = ("conversation", "model_version")
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="text")
     def short_text(self, obj):
@@ -135,7 +139,7 @@ class ArticleAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApprovedAnswer)
-class ApprovedAnswerAdmin(admin.ModelAdmin):
+class ApprovedAnswerAdmin(RecordAdmin):
     list_display = ("question", "origin", "author_name", "active", "times_used", "updated_at")
     list_filter = ("active", "origin")
     search_fields = ("question", "answer")
@@ -153,12 +157,3 @@ class ApprovedAnswerAdmin(admin.ModelAdmin):
         "updated_at",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
