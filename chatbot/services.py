@@ -22,7 +22,12 @@ from chatbot.models import Conversation, Message
 from chatbot.prompting import chat_messages
 from chatbot.selectors import conversation_history, message_frame_data
 from chatbot.serving import gateway
-from chatbot.serving.versions import active_serving_target
+from chatbot.serving.loading import ModelLoadError
+from chatbot.serving.versions import (
+    ServingTarget,
+    active_serving_target,
+    serving_failure_rollback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,19 +221,7 @@ async def _bot_reply_generate(conversation_id: uuid.UUID, queue_position: int) -
     if grounding.verbatim:
         return await approved_reply_send(reply, grounding.approved, start=start)
     messages = chat_messages(history, system=grounding.system())
-    target = await database_sync_to_async(active_serving_target)()
-    async for event in gateway.reply_stream(messages, target):
-        if event.kind == "token":
-            if reply.ttft_ms is None:
-                reply.ttft_ms = round((time.perf_counter() - start) * 1000)
-            reply.text += event.text
-            frame = {"type": "token", "message_id": str(reply.message_id), "text": event.text}
-            await token_publish(group, frame)
-        elif event.kind == "done":
-            reply.token_count = event.token_count
-            reply.truncated = event.truncated
-        else:
-            raise RuntimeError(event.text)
+    target = await _model_reply_stream(messages, reply, group=group, start=start)
     if not reply.text.strip():
         # The model said nothing visible; say something useful rather than store a blank
         # reply (appended, so the streamed tokens still add up to the stored text).
@@ -240,6 +233,50 @@ async def _bot_reply_generate(conversation_id: uuid.UUID, queue_position: int) -
     return await database_sync_to_async(bot_message_store)(
         reply=reply, version_id=target.version_id
     )
+
+
+async def _model_reply_stream(
+    messages: list[dict], reply: BotReply, *, group: str, start: float
+) -> ServingTarget:
+    """Stream the active version's reply into `reply`; returns the version that wrote it.
+
+    A version that will not load is never served: the registry rolls back to the one before
+    (whose engine is still loaded) and the reply comes from that one.
+    """
+    for _attempt in range(3):
+        target = await database_sync_to_async(active_serving_target)()
+        try:
+            stream = gateway.reply_stream(messages, target)
+            event = await anext(stream)  # a load failure shows here, before any token
+        except ModelLoadError as exc:
+            rolled_back = await database_sync_to_async(serving_failure_rollback)(
+                target=target, error=str(exc)
+            )
+            if not rolled_back:
+                raise
+            continue
+        try:
+            while event is not None:
+                if event.kind == "token":
+                    if reply.ttft_ms is None:
+                        reply.ttft_ms = round((time.perf_counter() - start) * 1000)
+                    reply.text += event.text
+                    frame = {
+                        "type": "token",
+                        "message_id": str(reply.message_id),
+                        "text": event.text,
+                    }
+                    await token_publish(group, frame)
+                elif event.kind == "done":
+                    reply.token_count = event.token_count
+                    reply.truncated = event.truncated
+                else:
+                    raise RuntimeError(event.text)
+                event = await anext(stream, None)
+        finally:
+            await stream.aclose()  # cancels the request if we stopped early
+        return target
+    raise ModelLoadError("no version of the model could be loaded")
 
 
 async def token_publish(group: str, frame: dict) -> None:

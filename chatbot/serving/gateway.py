@@ -8,13 +8,14 @@ which then stops. Nothing here runs model code on the event loop.
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from chatbot.serving.engine import Engine, EngineClosed, Event, GenerationParams
-from chatbot.serving.loading import model_load
+from chatbot.serving.loading import ModelLoadError, model_load
 from chatbot.serving.versions import ServingTarget
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,10 @@ class GenerationTimeout(RuntimeError):
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+# Checkpoints that just failed to load: refused at once for a while rather than loaded again
+# (under the lock) by every reply.
+_load_failures: dict[str, tuple[float, ModelLoadError]] = {}
+LOAD_FAILURE_MEMORY_SECONDS = 30.0
 
 
 def default_params() -> GenerationParams:
@@ -50,9 +55,17 @@ def engine_for(target: ServingTarget) -> Engine:
         if engine:  # its thread died: say so loudly and load a fresh one
             log.error("The engine for %s had stopped; loading it again", target.artifact_path)
             del _engines[target.artifact_path]
-        loaded = model_load(
-            target.artifact_path, base_path=target.base_path, dtype=settings.SERVING_DTYPE
-        )
+        failed = _load_failures.get(target.artifact_path)
+        if failed and time.monotonic() - failed[0] < LOAD_FAILURE_MEMORY_SECONDS:
+            raise failed[1]
+        try:
+            loaded = model_load(
+                target.artifact_path, base_path=target.base_path, dtype=settings.SERVING_DTYPE
+            )
+        except ModelLoadError as exc:
+            _load_failures[target.artifact_path] = (time.monotonic(), exc)
+            raise
+        _load_failures.pop(target.artifact_path, None)
         engine = Engine(
             loaded, max_batch=settings.SERVING_MAX_BATCH, threads=settings.SERVING_THREADS
         )

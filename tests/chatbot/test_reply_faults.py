@@ -121,3 +121,40 @@ def test_replies_lost_with_the_web_process_are_marked_failed_at_start(customer_s
     # Settled once: a second start finds nothing more.
     call_command("replies_settle")
     assert Message.objects.filter(reply_failed_at__isnull=False).count() == 1
+
+
+async def test_a_promoted_version_that_will_not_load_is_never_served(
+    chat_socket, customer_session, tmp_path, tiny_model_dir
+):
+    from training.models import ModelVersion, VersionEvent
+    from training.registry import base_version_ensure, version_create, version_promote
+
+    broken = tmp_path / "v2"
+    broken.mkdir()
+    # Everything the pre-promotion check looks at is there; the weights are garbage.
+    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"\0" * 64)
+
+    def promote_broken():
+        base = base_version_ensure()
+        v2 = version_create(parent=base, artifact_path=str(broken), created_by="test")
+        v2.status = ModelVersion.Status.CANDIDATE
+        v2.save()
+        return version_promote(version_id=v2.pk, actor="test", reason="looks good on paper")
+
+    # The previous version is serving when the broken one is promoted.
+    ws = await started(chat_socket, customer_session, text="first question")
+    assert (await frames_until(ws, "bot_message"))[-1]["model_version"] == 1
+    v2 = await database_sync_to_async(promote_broken)()
+
+    await ws.send_json_to({"type": "customer_message", "text": "second question"})
+    frames = await frames_until(ws, "bot_message")
+    assert not [f for f in frames if f["type"] == "error"]
+    assert frames[-1]["model_version"] == 1 and frames[-1]["text"]
+    await database_sync_to_async(v2.refresh_from_db)()
+    assert v2.status == "retired" and "failed to load" in v2.status_reason
+    active = await database_sync_to_async(ModelVersion.objects.get)(status="active")
+    assert active.number == 1
+    assert await database_sync_to_async(
+        VersionEvent.objects.filter(version=v2, action="rolled_back").exists
+    )()
