@@ -40,3 +40,13 @@ def pending_replies_settle() -> int:
     return settle(
         before=timezone.now() - timedelta(seconds=settings.CHAT_REPLY_PENDING_MAX_SECONDS)
     )
+
+
+@shared_task(name="chatbot.tasks.sessions_clear")
+def sessions_clear() -> None:
+    """Delete expired browser sessions (Django keeps them until asked: `clearsessions`)."""
+    from importlib import import_module
+
+    from django.conf import settings
+
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()

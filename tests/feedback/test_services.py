@@ -212,7 +212,12 @@ def test_customer_data_delete_removes_everything_about_that_customer(agent, make
 
     counts = services.customer_data_delete(session_key=key, actor=agent)
 
-    assert counts == {"conversations": 2, "messages": 3, "regression_cases": 1}
+    assert counts == {
+        "conversations": 2,
+        "messages": 3,
+        "regression_cases": 1,
+        "snapshot_rows": 0,
+    }
     assert list(Conversation.objects.all()) == [other]
     assert not Correction.objects.exists() and not Flag.objects.exists()
     assert not AgentNote.objects.exists() and not RegressionCase.objects.exists()
