@@ -132,3 +132,34 @@ def test_an_internal_engine_error_fails_its_chats_and_the_engine_serves_on(
     assert again["event"].kind == "done" and again["text"]
     assert engine.alive
     engine.stop()
+
+
+def test_fitting_a_long_conversation_tokenizes_it_a_few_times_not_once_per_turn(tiny_loaded):
+    tokenizer = tiny_loaded.tokenizer
+    calls = []
+
+    class CountingTokenizer:
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, *args, **kwargs):
+            return tokenizer(*args, **kwargs)
+
+        def apply_chat_template(self, *args, **kwargs):
+            calls.append(1)
+            return tokenizer.apply_chat_template(*args, **kwargs)
+
+    history = []
+    for i in range(300):
+        history += [("customer", f"question {i} about parcel {i}"), ("bot", f"answer {i}")]
+    history.append(("customer", "and now?"))
+    messages = chat_messages(history, system="Be brief.")
+    fitted = prompt_fit(CountingTokenizer(), messages, budget=200)
+    assert len(calls) <= 15
+    # The same turns as dropping the oldest one at a time would keep.
+    turns = messages[1:]
+    while len(turns) > 1 and prompt_length(tokenizer, messages[:1] + turns) > 200:
+        turns = turns[1:]
+    while turns[0]["role"] == "assistant":
+        turns = turns[1:]
+    assert fitted == messages[:1] + turns
