@@ -28,9 +28,10 @@ from pathlib import Path
 
 import websockets
 
-from benchmarks.bench_chat import QUESTIONS, free_port, percentile
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_chat import QUESTIONS, free_port, percentile  # noqa: E402
 
 LOST_SQL = """
 SELECT COUNT(*) FROM chatbot_message c JOIN chatbot_conversation v ON v.id = c.conversation_id
@@ -52,7 +53,7 @@ class Server:
             [sys.executable, "manage.py", "replies_settle"], cwd=ROOT, env=self.env, check=True
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "--proxy-headers", "-b", "127.0.0.1"]
+            [sys.executable, "-m", "daphne", "-v", "0", "--proxy-headers", "-b", "127.0.0.1"]
             + ["-p", str(self.port), "chatbot.asgi:application"],
             cwd=ROOT,
             env=self.env,
@@ -142,6 +143,15 @@ def lost(db: Path) -> int:
         return connection.execute(LOST_SQL).fetchone()[0]
 
 
+def lost_after_settling(db: Path, seconds: float = 180) -> int:
+    """Unanswered customer messages once replies still in flight had time to end (each ends
+    stored or marked failed within the engine timeouts); more than 0 means lost."""
+    deadline = time.monotonic() + seconds
+    while (count := lost(db)) and time.monotonic() < deadline:
+        time.sleep(1)
+    return count
+
+
 def marked_failed(db: Path) -> int:
     with sqlite3.connect(db) as connection:
         sql = "SELECT COUNT(*) FROM chatbot_message WHERE reply_failed_at IS NOT NULL"
@@ -210,7 +220,11 @@ def main() -> None:
         report(
             f"{args.customers} customers at once ({args.max_new_tokens}-token replies)",
             stats,
-            **{"replies lost": lost(db), "wall time": f"{wall:.1f} s"},
+            **{
+                "wall time": f"{wall:.1f} s",
+                "replies lost": lost_after_settling(db),
+                "marked failed": marked_failed(db),
+            },
         )
 
         stats = new_stats()
@@ -232,8 +246,8 @@ def main() -> None:
             stats,
             **{
                 "unanswered at kill": lost_before,
-                "marked failed": marked_failed(db),
-                "replies lost": lost(db),
+                "replies lost": lost_after_settling(db),
+                "marked failed (total)": marked_failed(db),
             },
         )
 
