@@ -14,7 +14,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatbot
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 CHROMIUM_PATH ?= /usr/bin/chromium
 
-.PHONY: install run prepare test test-fast chromium lint bench-chat bench-retrieval bench-loop clean
+.PHONY: install run prepare test test-fast chromium lint bench-chat bench-load bench-retrieval bench-loop clean
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PY) >/dev/null || { echo "Python 3.11 is required ($(PY) not found)"; exit 1; }
@@ -60,6 +60,11 @@ lint: install
 
 bench-chat: prepare
 	$(PYTHON) benchmarks/bench_chat.py
+
+# Load and faults (README "Under load and faults"): 200 customers at once, a web process
+# killed mid-stream, 1,000 idle sockets; 127.0.0.1 only, 12-token replies, a few minutes.
+bench-load: prepare
+	$(PYTHON) benchmarks/bench_load.py
 
 # The learning loop: corrections -> approved-answer memory -> retrain -> gate (README "Approved
 # answers"); about an hour on 2 cores (most of it the first fine-tune). Thresholds: calibrate_memory.py.

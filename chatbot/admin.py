@@ -21,14 +21,41 @@ class MessageInline(admin.TabularInline):
     ordering = ("created_at",)
 
 
+class ViewOnlyAdmin(admin.ModelAdmin):
+    """Conversations and messages change through the chat and console services (live
+    frames, audit); admin shows them."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class RecordAdmin(ViewOnlyAdmin):
+    """View only, and never deleted here either."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(ViewOnlyAdmin):
     list_display = ("id", "status", "created_at", "updated_at", "message_count")
     list_filter = ("status",)
     search_fields = ("id", "messages__text")
-    readonly_fields = ("id", "session_key", "created_at", "updated_at")
+    # Never session_key: it is the customer's live session cookie.
+    fields = ("id", "status", "created_at", "updated_at")
+    readonly_fields = fields
     inlines = [MessageInline]
     actions = [customer_data_delete_action]
+
+    def has_delete_customer_data_permission(self, request) -> bool:
+        return request.user.has_perm("chatbot.delete_customer_data")
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting goes through the customer-data action (snapshots and exports too).
+        return False
 
     @admin.display(description="messages")
     def message_count(self, obj):
@@ -36,7 +63,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(RecordAdmin):
     list_display = (
         "created_at",
         "role",
@@ -47,7 +74,6 @@ class MessageAdmin(admin.ModelAdmin):
     )
     list_filter = ("role", "model_version")
     search_fields = ("text",)
-    readonly_fields = ("id", "conversation", "created_at")
     list_select_related = ("conversation", "model_version")
 
     @admin.display(description="text")
@@ -113,7 +139,7 @@ class ArticleAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApprovedAnswer)
-class ApprovedAnswerAdmin(admin.ModelAdmin):
+class ApprovedAnswerAdmin(RecordAdmin):
     list_display = ("question", "origin", "author_name", "active", "times_used", "updated_at")
     list_filter = ("active", "origin")
     search_fields = ("question", "answer")
@@ -131,12 +157,3 @@ class ApprovedAnswerAdmin(admin.ModelAdmin):
         "updated_at",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

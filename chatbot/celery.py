@@ -1,10 +1,10 @@
 """The Celery application; configuration comes from Django settings (CELERY_*)."""
 
-import os
-
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
+from chatbot.settings_select import settings_module_select
+
+settings_module_select()
 
 app = Celery("chatbot")
 app.config_from_object("django.conf:settings", namespace="CELERY")

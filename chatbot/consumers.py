@@ -8,7 +8,7 @@ from django.conf import settings
 
 from chatbot import selectors, services
 from chatbot.live import conversation_group
-from chatbot.ratelimit import SlidingWindowLimit
+from chatbot.ratelimit import SharedLimit, SlidingWindowLimit, shared_limits_hit
 from chatbot.sockets import JsonFrameConsumer
 from feedback import services as feedback_services
 from feedback.models import ConversationReview
@@ -98,11 +98,22 @@ class ChatConsumer(JsonFrameConsumer):
             await self.error(exc.code, exc.detail)
             return
         if not self.limit.allow():
-            wait = self.limit.retry_after()
-            await self.error("rate_limited", f"Too many messages; try again in {wait:.0f} s.")
+            await self.rate_limited(self.limit.retry_after())
             return
-        if self.conversation and services.reply_in_progress(self.conversation.id):
-            await self.error("busy", "Please wait until the current reply has finished.")
+        try:
+            if self.conversation is None or await database_sync_to_async(
+                services.bot_should_answer
+            )(conversation_id=self.conversation.id):
+                services.reply_admit(
+                    conversation_id=self.conversation and self.conversation.id,
+                    session_key=self.session_key,
+                )
+        except services.ChatInputError as exc:
+            await self.error(exc.code, exc.detail, **exc.extra)
+            return
+        wait = await shared_limits_hit(self.shared_limits())
+        if wait:
+            await self.rate_limited(wait)
             return
         conversation, _message, answer, status = await database_sync_to_async(
             _log_customer_message
@@ -122,7 +133,34 @@ class ChatConsumer(JsonFrameConsumer):
             if status:  # the customer asked for a human in their first message
                 await self.send_json(status)
         if answer:
-            services.bot_reply_start(conversation_id=conversation.id)
+            services.bot_reply_start(conversation_id=conversation.id, session_key=self.session_key)
+
+    def shared_limits(self) -> list[SharedLimit]:
+        """Limits every socket of this session, and of this client address, share."""
+        limits = [
+            SharedLimit(
+                f"session:{self.session_key}",
+                settings.CHAT_SESSION_RATE_LIMIT_MESSAGES,
+                settings.CHAT_SESSION_RATE_LIMIT_SECONDS,
+            )
+        ]
+        client = self.scope.get("client")
+        if client:
+            limits.append(
+                SharedLimit(
+                    f"ip:{client[0]}",
+                    settings.CHAT_IP_RATE_LIMIT_MESSAGES,
+                    settings.CHAT_IP_RATE_LIMIT_SECONDS,
+                )
+            )
+        return limits
+
+    async def rate_limited(self, wait: float) -> None:
+        await self.error(
+            "rate_limited",
+            f"Too many messages; try again in {wait:.0f} s.",
+            retry_after=round(wait, 1),
+        )
 
     # --- asking for a human and rating (feedback app) -------------------------------------
 

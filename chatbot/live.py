@@ -21,5 +21,6 @@ async def frame_publish(group: str, frame: dict) -> None:
 
 
 def frame_publish_on_commit(group: str, frame: dict) -> None:
-    """Publish once the surrounding transaction commits (never for a rolled-back write)."""
-    transaction.on_commit(lambda: async_to_sync(frame_publish)(group, frame))
+    """Publish once the surrounding transaction commits (never for a rolled-back write). A
+    channel-layer error is logged: the write stands, and shows on the next page load."""
+    transaction.on_commit(lambda: async_to_sync(frame_publish)(group, frame), robust=True)

@@ -78,8 +78,16 @@ def prompt_fit(tokenizer, messages: list[dict], budget: int) -> list[dict]:
         ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
         return len(ids if isinstance(ids, list) else ids["input_ids"])
 
-    while len(turns) > 1 and length(system + turns) > budget:
-        turns.pop(0)
+    # The fewest oldest turns to drop, by bisection: a long conversation costs a few
+    # tokenizations of its prompt, not one per dropped turn (this runs on the engine thread).
+    low, high = 0, len(turns) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if length(system + turns[middle:]) <= budget:
+            high = middle
+        else:
+            low = middle + 1
+    turns = turns[low:]
     # A conversation should start with the customer.
     while len(turns) > 1 and turns[0]["role"] == "assistant":
         turns.pop(0)

@@ -10,6 +10,8 @@ DEFAULT_JOBS = [
     ("Roll back a live version that does worse", "training.tasks.monitor_live_quality", 30),
     ("Purge conversations past retention", "feedback.conversations_purge", 24 * 60),
     ("Sync the knowledge index with the database", "chatbot.tasks.knowledge_index_sync", 10),
+    ("Mark replies lost in flight as failed", "chatbot.tasks.pending_replies_settle", 5),
+    ("Delete expired browser sessions", "chatbot.tasks.sessions_clear", 24 * 60),
 ]
 
 

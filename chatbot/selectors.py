@@ -49,4 +49,5 @@ def message_frame_data(message: Message) -> dict:
         "sources": message.sources,
         "token_count": message.token_count,
         "reply_kind": message.reply_kind,
+        "reply_failed": message.reply_failed_at is not None,
     }

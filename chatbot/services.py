@@ -11,6 +11,7 @@ from datetime import datetime
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from chatbot.approved.services import answer_used
@@ -21,18 +22,24 @@ from chatbot.models import Conversation, Message
 from chatbot.selectors import conversation_history, message_frame_data
 from chatbot.serving import gateway
 from chatbot.serving.loading import ModelLoadError
-from chatbot.serving.versions import active_serving_target
+from chatbot.serving.versions import (
+    ServingTarget,
+    active_serving_target,
+    serving_failure_rollback,
+)
 
 log = logging.getLogger(__name__)
 
 
 class ChatInputError(Exception):
-    """A customer message that cannot be accepted; `code` goes into the error frame."""
+    """A customer message that cannot be accepted; `code` goes into the error frame, with
+    `extra` (e.g. retry_after) beside it."""
 
-    def __init__(self, code: str, detail: str):
+    def __init__(self, code: str, detail: str, **extra):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.extra = extra
 
 
 def message_text_clean(text) -> str:
@@ -132,8 +139,9 @@ EMPTY_REPLY_FALLBACK = (
     "with a human agent?"
 )
 
-# Conversations with a reply being generated in this process, and the tasks doing it.
-_replying: set[uuid.UUID] = set()
+# Conversations with a reply being generated (or queued) in this process, each with the
+# customer's session, and the tasks doing it.
+_replying: dict[uuid.UUID, str] = {}
 _reply_tasks: set[asyncio.Task] = set()
 
 
@@ -141,29 +149,64 @@ def reply_in_progress(conversation_id) -> bool:
     return conversation_id in _replying
 
 
-def bot_reply_start(*, conversation_id: uuid.UUID) -> asyncio.Task:
+def reply_admit(*, conversation_id: uuid.UUID | None, session_key: str) -> None:
+    """Refuse a message that would start a reply now: one reply at a time per conversation
+    and per customer session (a session's many sockets included), and at most
+    SERVING_MAX_PENDING replies queued or generating in this process."""
+    if conversation_id in _replying or session_key in _replying.values():
+        raise ChatInputError("busy", "Please wait until the current reply has finished.")
+    if len(_replying) >= settings.SERVING_MAX_PENDING:
+        wait = settings.CHAT_OVERLOAD_RETRY_SECONDS
+        raise ChatInputError(
+            "overloaded",
+            f"The assistant is answering many customers right now; try again in {wait} s.",
+            retry_after=wait,
+        )
+
+
+def bot_reply_start(*, conversation_id: uuid.UUID, session_key: str = "") -> asyncio.Task:
     """Start generating the bot's reply as a task of its own.
 
     The task is not tied to any socket: a customer who disconnects mid-stream still gets
-    the whole reply stored.
+    the whole reply stored. When more replies are pending than the engine decodes at once,
+    the conversation hears its place in the queue first.
     """
-    _replying.add(conversation_id)
+    _replying[conversation_id] = session_key
+    ahead = len(_replying) - settings.SERVING_MAX_BATCH
     task = asyncio.get_running_loop().create_task(
-        bot_reply_generate(conversation_id=conversation_id)
+        bot_reply_generate(conversation_id=conversation_id, queue_position=max(0, ahead))
     )
     _reply_tasks.add(task)
 
     def forget(done: asyncio.Task) -> None:
         _reply_tasks.discard(done)
-        _replying.discard(conversation_id)
+        _replying.pop(conversation_id, None)
 
     task.add_done_callback(forget)
     return task
 
 
-async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
-    """Stream a reply to the conversation's group token by token, then store it whole."""
+async def bot_reply_generate(
+    *, conversation_id: uuid.UUID, queue_position: int = 0
+) -> Message | None:
+    """Stream a reply to the conversation's group token by token, then store it whole.
+
+    Whatever goes wrong (model, engine, database, channel layer), the customer's message
+    never stays silently unanswered: it is marked `reply_failed_at`, the customer gets an
+    error frame and the agents hear of it (see `reply_failure_report`).
+    """
+    try:
+        return await _bot_reply_generate(conversation_id, queue_position)
+    except Exception as exc:  # noqa: BLE001 - every failure ends in a report
+        log.exception("Reply generation failed for %s", conversation_id)
+        await reply_failure_report(conversation_id=conversation_id, error=exc)
+        return None
+
+
+async def _bot_reply_generate(conversation_id: uuid.UUID, queue_position: int) -> Message:
     group = conversation_group(conversation_id)
+    if queue_position:
+        await token_publish(group, {"type": "queued", "position": queue_position})
     history = await database_sync_to_async(conversation_history)(conversation_id=conversation_id)
     reply = BotReply(
         message_id=uuid.uuid4(), conversation_id=conversation_id, started_at=timezone.now()
@@ -177,43 +220,145 @@ async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
     if grounding.verbatim:
         return await approved_reply_send(reply, grounding.approved, start=start)
     messages = grounding.messages(history)
-    try:
-        target = await database_sync_to_async(active_serving_target)()
-        async for event in gateway.reply_stream(messages, target):
-            if event.kind == "token":
-                if reply.ttft_ms is None:
-                    reply.ttft_ms = round((time.perf_counter() - start) * 1000)
-                reply.text += event.text
-                frame = {"type": "token", "message_id": str(reply.message_id), "text": event.text}
-                await frame_publish(group, frame)
-            elif event.kind == "done":
-                reply.token_count = event.token_count
-                reply.truncated = event.truncated
-            else:
-                raise RuntimeError(event.text)
-    except (ModelLoadError, RuntimeError) as exc:
-        log.error("Reply generation failed for %s: %s", conversation_id, exc)
-        await frame_publish(
-            group,
-            {
-                "type": "error",
-                "code": "generation_failed",
-                "detail": "The assistant could not answer just now. Please try again, "
-                "or ask for a human agent.",
-            },
-        )
-        return None
+    target = await _model_reply_stream(messages, reply, group=group, start=start)
     if not reply.text.strip():
         # The model said nothing visible; say something useful rather than store a blank
         # reply (appended, so the streamed tokens still add up to the stored text).
         piece = EMPTY_REPLY_FALLBACK if not reply.text else " " + EMPTY_REPLY_FALLBACK
         reply.text += piece
         frame = {"type": "token", "message_id": str(reply.message_id), "text": piece}
-        await frame_publish(group, frame)
+        await token_publish(group, frame)
     reply.generation_ms = round((time.perf_counter() - start) * 1000)
     return await database_sync_to_async(bot_message_store)(
         reply=reply, version_id=target.version_id
     )
+
+
+async def _model_reply_stream(
+    messages: list[dict], reply: BotReply, *, group: str, start: float
+) -> ServingTarget:
+    """Stream the active version's reply into `reply`; returns the version that wrote it.
+
+    A version that will not load is never served: the registry rolls back to the one before
+    (whose engine is still loaded) and the reply comes from that one.
+    """
+    for _attempt in range(3):
+        target = await database_sync_to_async(active_serving_target)()
+        try:
+            stream = gateway.reply_stream(messages, target)
+            event = await anext(stream)  # a load failure shows here, before any token
+        except ModelLoadError as exc:
+            rolled_back = await database_sync_to_async(serving_failure_rollback)(
+                target=target, error=str(exc)
+            )
+            if not rolled_back:
+                raise
+            continue
+        try:
+            while event is not None:
+                if event.kind == "token":
+                    if reply.ttft_ms is None:
+                        reply.ttft_ms = round((time.perf_counter() - start) * 1000)
+                    reply.text += event.text
+                    frame = {
+                        "type": "token",
+                        "message_id": str(reply.message_id),
+                        "text": event.text,
+                    }
+                    await token_publish(group, frame)
+                elif event.kind == "done":
+                    reply.token_count = event.token_count
+                    reply.truncated = event.truncated
+                else:
+                    raise RuntimeError(event.text)
+                event = await anext(stream, None)
+        finally:
+            await stream.aclose()  # cancels the request if we stopped early
+        return target
+    raise ModelLoadError("no version of the model could be loaded")
+
+
+async def token_publish(group: str, frame: dict) -> None:
+    """Publish a streaming frame; a channel-layer error loses the live frame, never the
+    reply (it is still stored, and shown on reconnect)."""
+    try:
+        await frame_publish(group, frame)
+    except Exception:  # noqa: BLE001
+        log.warning("Could not publish a %s frame to %s", frame["type"], group, exc_info=True)
+
+
+REPLY_FAILED_DETAIL = (
+    "The assistant could not answer just now. Please try again, or ask for a human agent."
+)
+
+
+def reply_failed_mark(*, conversation_id, before=None) -> list[str]:
+    """Mark the conversation's unanswered customer messages (none but customer messages
+    after them), optionally only those created before `before`; returns their ids."""
+    messages = Message.objects.filter(conversation_id=conversation_id)
+    answered = messages.exclude(role=Message.Role.CUSTOMER).order_by("-created_at").first()
+    pending = messages.filter(role=Message.Role.CUSTOMER, reply_failed_at__isnull=True)
+    if answered:
+        pending = pending.filter(created_at__gt=answered.created_at)
+    if before is not None:
+        pending = pending.filter(created_at__lt=before)
+    ids = [str(pk) for pk in pending.values_list("pk", flat=True)]
+    Message.objects.filter(pk__in=ids).update(reply_failed_at=timezone.now())
+    return ids
+
+
+async def reply_failure_report(*, conversation_id, error: BaseException | str) -> None:
+    """Mark the unanswered message, tell the customer and the agents. Each step is tried
+    even if another fails (the database or Redis may be the thing that broke)."""
+    message_ids: list[str] = []
+    try:
+        message_ids = await database_sync_to_async(reply_failed_mark)(
+            conversation_id=conversation_id
+        )
+    except Exception:  # noqa: BLE001 - the startup sweep marks it later
+        log.exception("Could not mark the failed reply of %s", conversation_id)
+    await reply_failure_announce(conversation_id=conversation_id, message_ids=message_ids)
+
+
+async def reply_failure_announce(*, conversation_id, message_ids: list[str]) -> None:
+    error = {"type": "error", "code": "generation_failed", "detail": REPLY_FAILED_DETAIL}
+    await token_publish(conversation_group(conversation_id), error)
+    notice = {
+        "type": "reply_failed",
+        "conversation_id": str(conversation_id),
+        "message_ids": message_ids,
+    }
+    await token_publish(AGENTS_GROUP, notice)
+
+
+def pending_replies_settle(*, before) -> int:
+    """Mark failed the customer messages still waiting for a reply that no process is
+    generating any more (called when a web process starts, for messages older than its
+    start, and by beat for ones pending too long); each conversation hears of it."""
+    from asgiref.sync import async_to_sync
+
+    answered = Message.objects.filter(
+        conversation_id=OuterRef("conversation_id"), created_at__gt=OuterRef("created_at")
+    ).exclude(role=Message.Role.CUSTOMER)
+    conversations = set(
+        Message.objects.filter(
+            role=Message.Role.CUSTOMER,
+            reply_failed_at__isnull=True,
+            created_at__lt=before,
+            conversation__status=Conversation.Status.BOT,
+        )
+        .exclude(Exists(answered))
+        .values_list("conversation_id", flat=True)
+    )
+    marked = 0
+    for conversation_id in conversations:
+        ids = reply_failed_mark(conversation_id=conversation_id, before=before)
+        marked += len(ids)
+        if ids:
+            async_to_sync(reply_failure_announce)(conversation_id=conversation_id, message_ids=ids)
+    if marked:
+        log.warning("Marked %s unanswered customer messages as failed replies", marked)
+    return marked
 
 
 # Word-sized pieces, leading whitespace attached, so the pieces join back to the text.
@@ -228,7 +373,7 @@ async def approved_reply_send(reply: BotReply, match: AnswerMatch, *, start: flo
         if reply.ttft_ms is None:
             reply.ttft_ms = round((time.perf_counter() - start) * 1000)
         reply.text += piece
-        await frame_publish(
+        await token_publish(
             group, {"type": "token", "message_id": str(reply.message_id), "text": piece}
         )
     reply.kind = "approved"

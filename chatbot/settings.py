@@ -38,8 +38,29 @@ def env_list(name: str, default: str = "") -> list[str]:
 DATA_DIR = Path(env("DATA_DIR", str(BASE_DIR / "var")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
-SECRET_KEY = env("DJANGO_SECRET_KEY", "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production")
+
+def secret_key_local(data_dir: Path) -> str:
+    """Without DJANGO_SECRET_KEY: a random key made once for this install and kept in
+    DATA_DIR/secret_key (owner-only), never a key anyone else knows."""
+    path = data_dir / "secret_key"
+    if not path.exists():
+        from django.core.management.utils import get_random_secret_key
+
+        draft = data_dir / f".secret_key.{os.getpid()}"
+        draft.write_text(get_random_secret_key())
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)  # atomic: processes starting together agree on one key
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+# Off unless asked for (DJANGO_DEBUG=1 while developing); deploy.production refuses it.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env("DJANGO_SECRET_KEY") or secret_key_local(DATA_DIR)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
@@ -53,6 +74,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_celery_beat",
+    "axes",
     "chatbot",
     "feedback",
     "training",
@@ -67,6 +89,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: locks out repeated failed logins (agent console and admin).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatbot.urls"
@@ -138,7 +162,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": "training"}}
+# Only the long training run goes to the one-slot trainer; monitoring (auto-rollback), the
+# stale-run reaper and the retrain schedule check run on the default queue beside it.
+CELERY_TASK_ROUTES = {"training.tasks.retrain": {"queue": "training"}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
@@ -151,6 +177,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/admin/login/"
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins for one username from
+# one address, that pair is locked out for AXES_COOLOFF_TIME hours (429), on /agent/login/ and
+# /admin/login/ alike.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env_float("AXES_COOLOFF_HOURS", 0.25)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -271,3 +310,25 @@ TRAINING_GATE_FORGETTING_TOLERANCE = env_float("TRAINING_GATE_FORGETTING_TOLERAN
 TRAINING_GATE_BOOTSTRAP_RESAMPLES = env_int("TRAINING_GATE_BOOTSTRAP_RESAMPLES", 2000)
 # A running stage writes a heartbeat this often, even while it reports no progress.
 TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 15.0)
+
+# --- Load and abuse limits (issue 12) ------------------------------------------------------
+# Frames larger than this (characters) are refused before they are parsed.
+CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 32768)
+# Shared by all sockets of one browser session / one client address, across web processes
+# (counted in Redis); 0 turns a limit off.
+CHAT_SESSION_RATE_LIMIT_MESSAGES = env_int("CHAT_SESSION_RATE_LIMIT_MESSAGES", 12)
+CHAT_SESSION_RATE_LIMIT_SECONDS = env_float("CHAT_SESSION_RATE_LIMIT_SECONDS", 60.0)
+CHAT_IP_RATE_LIMIT_MESSAGES = env_int("CHAT_IP_RATE_LIMIT_MESSAGES", 60)
+CHAT_IP_RATE_LIMIT_SECONDS = env_float("CHAT_IP_RATE_LIMIT_SECONDS", 60.0)
+# Replies queued or generating in one web process; beyond it customers get `overloaded`
+# with this retry hint (seconds).
+SERVING_MAX_PENDING = env_int("SERVING_MAX_PENDING", 4 * SERVING_MAX_BATCH)
+CHAT_OVERLOAD_RETRY_SECONDS = env_int("CHAT_OVERLOAD_RETRY_SECONDS", 15)
+# The longest wait for the engine's next event (first token included) before the reply
+# fails with `generation_failed`.
+SERVING_EVENT_TIMEOUT_SECONDS = env_float("SERVING_EVENT_TIMEOUT_SECONDS", 60.0)
+# A customer message unanswered this long (seconds) is marked as a failed reply by beat.
+CHAT_REPLY_PENDING_MAX_SECONDS = env_int("CHAT_REPLY_PENDING_MAX_SECONDS", 900)
+# An open agent socket re-checks its agent on every frame it receives, and at most this often
+# (seconds) while it only relays live frames.
+AGENT_RECHECK_SECONDS = env_float("AGENT_RECHECK_SECONDS", 5.0)

@@ -4,12 +4,21 @@ the ready-made frames that services publish to channel-layer groups (see chatbot
 import json
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 
 class JsonFrameConsumer(AsyncWebsocketConsumer):
     """Parses each incoming text frame; subclasses implement `frame_received(frame, kind)`."""
 
     async def receive(self, text_data=None, bytes_data=None):
+        size = len(text_data if text_data is not None else bytes_data or b"")
+        if size > settings.CHAT_MAX_FRAME_BYTES:
+            # Refused before parsing: a huge frame costs the event loop nothing.
+            await self.error(
+                "frame_too_large",
+                f"The frame is {size} characters; the limit is {settings.CHAT_MAX_FRAME_BYTES}.",
+            )
+            return
         try:
             frame = json.loads(text_data) if text_data is not None else None
         except ValueError:

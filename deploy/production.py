@@ -8,15 +8,19 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-os.environ.setdefault("DJANGO_DEBUG", "0")
-
-from chatbot.settings import *  # noqa: E402,F403
+from chatbot.settings import *  # noqa: F403
 
 for _required in ("DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DJANGO_ALLOWED_HOSTS"):
     if not os.environ.get(_required):
         raise ImproperlyConfigured(f"{_required} must be set in production.")
-
-DEBUG = False
+if DEBUG:  # noqa: F405
+    raise ImproperlyConfigured("DJANGO_DEBUG must be off in production.")
+if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:  # noqa: F405 - Django's own deploy check
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is too weak: use 50+ random characters "
+        "(python -c 'from django.core.management.utils import get_random_secret_key as k; "
+        "print(k())')."
+    )
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)  # noqa: F405
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)  # noqa: F405

@@ -13,17 +13,20 @@ from feedback.models import (
 from feedback.services import customer_data_delete
 
 
-@admin.action(description="Delete ALL data of these conversations' customers")
+@admin.action(
+    description="Delete ALL data of these conversations' customers",
+    permissions=["delete_customer_data"],
+)
 def customer_data_delete_action(modeladmin, request, queryset):
     """Used on the Conversation admin: erase each selected conversation's customer."""
-    totals = {"conversations": 0, "messages": 0, "regression_cases": 0}
+    totals = {"conversations": 0, "messages": 0, "regression_cases": 0, "snapshot_rows": 0}
     for session_key in set(queryset.values_list("session_key", flat=True)):
         for key, count in customer_data_delete(session_key=session_key, actor=request.user).items():
             totals[key] += count
     modeladmin.message_user(
         request,
-        "Deleted {conversations} conversations, {messages} messages and {regression_cases} "
-        "regression cases.".format(**totals),
+        "Deleted {conversations} conversations, {messages} messages, {regression_cases} "
+        "regression cases and {snapshot_rows} dataset snapshot rows.".format(**totals),
         messages.SUCCESS,
     )
 

@@ -5,9 +5,13 @@ agents group (new conversations, messages, status changes, review activity) and,
 watching one conversation, that conversation's group (the bot's tokens as they stream).
 """
 
+import time
 from uuid import UUID
 
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.base import SessionBase
 
 from chatbot import selectors as chat_selectors
 from chatbot.live import AGENTS_GROUP, conversation_group
@@ -30,6 +34,15 @@ def _snapshot(conversation_id) -> dict | None:
     }
 
 
+def _agent_reloaded(user_id, session: SessionBase | None):
+    """The agent as the database has them now, or None when they may no longer use the
+    console (deactivated, permission or staff status withdrawn, logged out)."""
+    if session is None or not session.session_key or not session.exists(session.session_key):
+        return None
+    user = get_user_model().objects.filter(pk=user_id).first()
+    return user if is_agent(user) else None
+
+
 def _hello(user) -> dict:
     return {
         "type": "hello",
@@ -42,6 +55,7 @@ class AgentConsumer(JsonFrameConsumer):
     """Thin: check the agent, parse a frame, call one service, relay group frames."""
 
     watching: UUID | None = None
+    refused = False
     actions = {
         "take_over": services.conversation_take_over,
         "hand_back": services.conversation_hand_back,
@@ -54,9 +68,33 @@ class AgentConsumer(JsonFrameConsumer):
         if not await database_sync_to_async(is_agent)(self.user):
             await self.close(code=4403)
             return
+        self.checked_at = time.monotonic()
         await self.channel_layer.group_add(AGENTS_GROUP, self.channel_name)
         await self.accept()
         await self.send_json(await database_sync_to_async(_hello)(self.user))
+
+    async def still_allowed(self, *, every: float = 0.0) -> bool:
+        """Check the agent again (at most once per `every` seconds); a refused one is told
+        and the socket closed."""
+        if self.refused:
+            return False
+        if time.monotonic() - self.checked_at < every:
+            return True
+        user = await database_sync_to_async(_agent_reloaded)(
+            self.user.pk, self.scope.get("session")
+        )
+        self.checked_at = time.monotonic()
+        if user is None:
+            self.refused = True
+            await self.error("forbidden", "You no longer have access to the agent console.")
+            await self.close(code=4403)
+            return False
+        self.user = user
+        return True
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if await self.still_allowed():
+            await super().receive(text_data=text_data, bytes_data=bytes_data)
 
     async def disconnect(self, code):
         await self.channel_layer.group_discard(AGENTS_GROUP, self.channel_name)
@@ -103,6 +141,9 @@ class AgentConsumer(JsonFrameConsumer):
         )
 
     async def frame_send(self, event):
+        # Relayed frames (tokens too) re-check the agent at most every few seconds.
+        if not await self.still_allowed(every=settings.AGENT_RECHECK_SECONDS):
+            return
         await super().frame_send(event)
         if event["frame"]["type"] == "status":
             count = await database_sync_to_async(selectors.waiting_count)()

@@ -32,6 +32,7 @@ QUEUE_FILTERS = {
     "rated_bad": "Rated badly",
     "unreviewed": "Not reviewed",
     "mine": "Assigned to me",
+    "reply_failed": "Bot reply failed",
 }
 
 
@@ -67,6 +68,9 @@ def conversation_queue(*, query: QueueQuery, agent, limit: int = 100) -> QuerySe
                 )
             ),
             has_correction=Exists(Correction.objects.filter(message__conversation=OuterRef("pk"))),
+            has_failed_reply=Exists(
+                Message.objects.filter(conversation=OuterRef("pk"), reply_failed_at__isnull=False)
+            ),
         )
         .order_by("-updated_at")
     )
@@ -80,6 +84,8 @@ def conversation_queue(*, query: QueueQuery, agent, limit: int = 100) -> QuerySe
         queryset = queryset.filter(Q(has_bad_rating=True) | Q(review__customer_rating__lte=2))
     if "unreviewed" in query.filters:
         queryset = queryset.filter(Q(review__isnull=True) | Q(review__reviewed_at__isnull=True))
+    if "reply_failed" in query.filters:
+        queryset = queryset.filter(has_failed_reply=True)
     if "mine" in query.filters:
         queryset = queryset.filter(review__assigned_to=agent)
     if query.text:

@@ -19,6 +19,7 @@ from chatbot.approved import services as approved
 from chatbot.approved.models import ApprovedAnswer
 from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish_on_commit
 from chatbot.models import Conversation, Message
+from chatbot.pii import pii_mask
 from chatbot.services import (
     EMPTY_REPLY_FALLBACK,
     ChatInputError,
@@ -36,6 +37,7 @@ from feedback.models import (
     MessageRating,
     RegressionCase,
 )
+from training.data.snapshot import snapshots_forget
 
 log = logging.getLogger(__name__)
 
@@ -534,12 +536,24 @@ def customer_data_delete(*, session_key: str, actor=None) -> dict:
     if not session_key:
         raise ConsoleActionError("no_customer", "Name the customer's session.")
     ids = list(Conversation.objects.filter(session_key=session_key).values_list("id", flat=True))
+    corrections = set(
+        Correction.objects.filter(message__conversation_id__in=ids).values_list("id", flat=True)
+    )
+    # Files first: if rewriting one fails, nothing in the database is deleted either.
+    snapshot_rows = snapshots_forget(
+        conversation_ids={str(i) for i in ids}, correction_ids=corrections
+    )
     cases = RegressionCase.objects.filter(conversation_id__in=ids).delete()[0]
     AuditEvent.objects.filter(conversation_id__in=ids).update(detail={})
     messages = Message.objects.filter(conversation_id__in=ids).count()
     Conversation.objects.filter(pk__in=ids).delete()
     Session.objects.filter(session_key=session_key).delete()
-    counts = {"conversations": len(ids), "messages": messages, "regression_cases": cases}
+    counts = {
+        "conversations": len(ids),
+        "messages": messages,
+        "regression_cases": cases,
+        "snapshot_rows": snapshot_rows,
+    }
     audit_log(actor=actor, action=Action.CUSTOMER_DATA_DELETE, **counts)
     log.info("Deleted customer data: %s", counts)
     return counts
@@ -549,7 +563,8 @@ def customer_data_delete(*, session_key: str, actor=None) -> dict:
 def conversations_purge(*, older_than_days: int, actor=None) -> int:
     """Delete conversations untouched for `older_than_days` (not ones a human is handling).
 
-    Regression cases survive: they hold copies of their prompt and expected reply.
+    Regression cases made from them survive (the gate needs them) with personal data in
+    their prompt and expected reply masked.
     """
     if older_than_days <= 0:
         return 0
@@ -561,6 +576,10 @@ def conversations_purge(*, older_than_days: int, actor=None) -> int:
     if not ids:
         return 0
     AuditEvent.objects.filter(conversation_id__in=ids).update(detail={})
+    for case in RegressionCase.objects.filter(conversation_id__in=ids):
+        case.prompt = [{**turn, "content": pii_mask(turn["content"])} for turn in case.prompt]
+        case.expected = pii_mask(case.expected)
+        case.save(update_fields=["prompt", "expected", "updated_at"])
     Conversation.objects.filter(pk__in=ids).delete()
     audit_log(actor=actor, action=Action.PURGE, conversations=len(ids), days=older_than_days)
     return len(ids)

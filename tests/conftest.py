@@ -224,7 +224,8 @@ def browser(monkeypatch):
 def celery_worker_proc(transactional_db, tiny_model_dir, tmp_path):
     """Start a real Celery worker (solo pool) on Redis and the test database.
 
-    Returns start(**env) -> Popen; every worker started is stopped at teardown.
+    Returns start(queues="training,celery", **env) -> Popen; every worker started is
+    stopped at teardown.
     """
     import subprocess
     import sys
@@ -234,7 +235,7 @@ def celery_worker_proc(transactional_db, tiny_model_dir, tmp_path):
 
     procs = []
 
-    def start(**extra_env):
+    def start(queues: str = "training,celery", **extra_env):
         db = settings.DATABASES["default"]
         env = {
             **os.environ,
@@ -255,7 +256,7 @@ def celery_worker_proc(transactional_db, tiny_model_dir, tmp_path):
                 "chatbot",
                 "worker",
                 "--pool=solo",
-                "--queues=training,celery",
+                f"--queues={queues}",
                 "--loglevel=INFO",
                 "--without-gossip",
                 "--without-mingle",

@@ -48,6 +48,11 @@ class RunCancelled(Exception):
     pass
 
 
+class RunAbandoned(Exception):
+    """The run is no longer `running` in this worker (the reaper failed it): it must not
+    create, promote or reject any version."""
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -74,7 +79,16 @@ def run_request(
     def enqueue() -> None:
         from training.tasks import retrain
 
-        result = retrain.apply_async(args=[run.pk], queue="training")
+        try:
+            result = retrain.apply_async(args=[run.pk], queue="training")
+        except Exception as exc:  # noqa: BLE001 - a broker outage must not block retraining
+            log.exception("Could not queue training run %s", run.pk)
+            TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+                status=TrainingRun.Status.FAILED,
+                error=f"Could not queue the run (broker unreachable?): {exc}",
+                finished_at=timezone.now(),
+            )
+            return
         TrainingRun.objects.filter(pk=run.pk).update(task_id=result.id or "")
 
     transaction.on_commit(enqueue)
@@ -125,7 +139,10 @@ def _progress_recorder(run_id: int):
         for key in ("step", "total_steps", "progress"):
             if key in report:
                 update[key] = report[key]
-        TrainingRun.objects.filter(pk=run_id).update(**update)
+        if not TrainingRun.objects.filter(
+            pk=run_id, status=TrainingRun.Status.RUNNING, worker=worker_name()
+        ).update(**update):
+            raise RunAbandoned(f"run {run_id} is no longer running here")
         if "loss" in report or "val_loss" in report:
             point = {k: report[k] for k in ("step", "epoch", "loss", "val_loss") if k in report}
             run = TrainingRun.objects.get(pk=run_id)
@@ -143,6 +160,17 @@ def _heartbeat(run_id: int, stop: threading.Event, every: float) -> None:
             TrainingRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
     finally:
         connection.close()  # this thread's own database connection
+
+
+@contextmanager
+def _while_running(run_id: int):
+    """A transaction holding the run's row, entered only while the run is still running in
+    this worker; the reaper (which locks the same row) cannot fail it half-way through."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status != TrainingRun.Status.RUNNING or run.worker != worker_name():
+            raise RunAbandoned(f"run {run_id} is {run.status}, no longer running here")
+        yield run
 
 
 @contextmanager
@@ -195,13 +223,14 @@ def run_execute(run_id: int) -> TrainingRun | None:
         active = base_version_ensure()
         with run_stage(run.pk, "data"):
             snapshot = pipeline.snapshot_build()
-        candidate = version_create(
-            parent=active,
-            data_snapshot=snapshot.name,
-            config=run.config,
-            created_by=f"training run {run.pk} ({run.requested_by})",
-        )
-        TrainingRun.objects.filter(pk=run.pk).update(candidate=candidate)
+        with _while_running(run.pk):
+            candidate = version_create(
+                parent=active,
+                data_snapshot=snapshot.name,
+                config=run.config,
+                created_by=f"training run {run.pk} ({run.requested_by})",
+            )
+            TrainingRun.objects.filter(pk=run.pk).update(candidate=candidate)
         with run_stage(run.pk, "train"):
             trained = pipeline.train(
                 snapshot=snapshot,
@@ -210,12 +239,13 @@ def run_execute(run_id: int) -> TrainingRun | None:
                 overrides=run.config,
                 progress=record,
             )
-        candidate.artifact_path = trained.artifact_path
-        candidate.base_path = trained.base_path
-        candidate.config = trained.config
-        candidate.status = ModelVersion.Status.CANDIDATE
-        candidate.metrics = {"training": trained.metrics}
-        candidate.save()
+        with _while_running(run.pk):
+            candidate.artifact_path = trained.artifact_path
+            candidate.base_path = trained.base_path
+            candidate.config = trained.config
+            candidate.status = ModelVersion.Status.CANDIDATE
+            candidate.metrics = {"training": trained.metrics}
+            candidate.save()
 
         cases = pipeline.evaluation_set(snapshot)
         with run_stage(run.pk, "evaluate_candidate"):
@@ -229,18 +259,19 @@ def run_execute(run_id: int) -> TrainingRun | None:
                 policy=gate_policy(),
                 new_correction_ids=trained.metrics.get("replay", {}).get("new_correction_ids", []),
             )
-            candidate.metrics = {
-                **candidate.metrics,
-                "evaluation": candidate_metrics,
-                "compared_with": {"version": active.number, "evaluation": active_metrics},
-                "gate": asdict(decision),
-            }
-            candidate.save(update_fields=["metrics"])
-            actor = f"gate (run {run.pk})"
-            if decision.promote:
-                version_promote(version_id=candidate.pk, actor=actor, reason=decision.summary)
-            else:
-                version_reject(version_id=candidate.pk, actor=actor, reason=decision.summary)
+            with _while_running(run.pk):
+                candidate.metrics = {
+                    **candidate.metrics,
+                    "evaluation": candidate_metrics,
+                    "compared_with": {"version": active.number, "evaluation": active_metrics},
+                    "gate": asdict(decision),
+                }
+                candidate.save(update_fields=["metrics"])
+                actor = f"gate (run {run.pk})"
+                if decision.promote:
+                    version_promote(version_id=candidate.pk, actor=actor, reason=decision.summary)
+                else:
+                    version_reject(version_id=candidate.pk, actor=actor, reason=decision.summary)
         run.refresh_from_db()
         run.progress = 1.0
         run.stage = "done"
@@ -248,6 +279,9 @@ def run_execute(run_id: int) -> TrainingRun | None:
         _finish(
             run, TrainingRun.Status.SUCCEEDED, outcome=f"v{candidate.number}: {decision.summary}"
         )
+    except RunAbandoned as exc:
+        # Reaped while it worked: the reaper settled the run and its candidate already.
+        log.warning("Training run %s stopped: %s", run.pk, exc)
     except RunCancelled:
         _abandon(candidate, "cancelled")
         run.refresh_from_db()

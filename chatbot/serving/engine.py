@@ -53,6 +53,19 @@ class _Sequence:
     emitted: str = ""
     length: int = 0  # real (unpadded) tokens in the cache for this sequence
 
+    def send(self, event: Event) -> None:
+        _emit_safely(self.emit, event, self.cancelled)
+
+
+def _emit_safely(emit: Callable[[Event], None], event: Event, cancelled: threading.Event) -> None:
+    """A caller whose callback fails (its event loop closed) is cancelled; the engine and
+    the other chats carry on."""
+    try:
+        emit(event)
+    except Exception:  # noqa: BLE001
+        log.warning("Dropping a chat whose callback failed", exc_info=True)
+        cancelled.set()
+
 
 class Engine:
     """Serve one model from a dedicated thread. Thread-safe `submit`, callback-based output."""
@@ -87,7 +100,7 @@ class Engine:
         """Queue a chat for generation; returns an Event the caller sets to cancel it."""
         cancelled = threading.Event()
         with self._lock:
-            if self._closed:
+            if self._closed or not self._thread.is_alive():
                 raise EngineClosed(self.path)
             self._queue.put((next(self._ids), messages, params, emit, cancelled))
         return cancelled
@@ -102,41 +115,60 @@ class Engine:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     # --- engine thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Serve until drained. An unexpected error anywhere in the loop fails the chats it
+        holds (each hears an error event) and the loop starts again with an empty batch."""
         import torch
 
-        active: list[_Sequence] = []
-        state = None  # (cache, attention_mask, next_input_ids)
         with torch.inference_mode():
-            while not (self._draining and not active):
-                joining = self._take_requests(block=not active, room=self.max_batch - len(active))
-                for item in joining:
-                    try:
-                        seq, seq_state = self._prefill(*item)
-                    except Exception as exc:  # noqa: BLE001 - report, keep serving others
-                        log.exception("Prefill failed")
-                        item[3](Event("error", text=f"generation failed: {exc}"))
-                        continue
-                    if self._advance(seq, seq_state[2]):
-                        state = _merge(state, seq_state) if active else seq_state
-                        active.append(seq)
-                if not active:
-                    state = None
-                    continue
+            while True:
+                self._active: list[_Sequence] = []
+                self._joining: list = []
                 try:
-                    state = self._decode_step(active, state)
-                except Exception as exc:  # noqa: BLE001
-                    log.exception("Decode failed")
-                    for seq in active:
-                        seq.emit(Event("error", text=f"generation failed: {exc}"))
-                    active, state = [], None
+                    self._serve()
+                    return
+                except Exception as exc:  # noqa: BLE001 - never leave a chat waiting
+                    log.exception("Engine loop failed; failing its chats and serving on")
+                    failed = Event("error", text=f"generation failed: {exc}")
+                    for seq in self._active:
+                        seq.send(failed)
+                    for item in self._joining:
+                        _emit_safely(item[3], failed, item[4])
+
+    def _serve(self) -> None:
+        active = self._active
+        state = None  # (cache, attention_mask, next_input_ids)
+        while not (self._draining and not active):
+            self._joining = self._take_requests(block=not active, room=self.max_batch - len(active))
+            while self._joining:
+                item = self._joining[0]
+                try:
+                    seq, seq_state = self._prefill(*item)
+                except Exception as exc:  # noqa: BLE001 - report, keep serving others
+                    log.exception("Prefill failed")
+                    _emit_safely(item[3], Event("error", text=f"generation failed: {exc}"), item[4])
+                    self._joining.pop(0)
                     continue
-                keep = [i for i, seq in enumerate(active) if self._advance(seq, state[2][i])]
-                if len(keep) < len(active):
-                    active = [active[i] for i in keep]
-                    state = _select(state, keep) if active else None
+                self._joining.pop(0)
+                active.append(seq)
+                if self._advance(seq, seq_state[2]):
+                    state = _merge(state, seq_state) if len(active) > 1 else seq_state
+                else:
+                    active.pop()
+            if not active:
+                state = None
+                continue
+            state = self._decode_step(active, state)
+            keep = [i for i, seq in enumerate(active) if self._advance(seq, state[2][i])]
+            if len(keep) < len(active):
+                active[:] = [active[i] for i in keep]
+                state = _select(state, keep) if active else None
 
     def _take_requests(self, *, block: bool, room: int) -> list:
         """Pull up to `room` queued requests; a None in the queue means "drain and stop"."""
@@ -222,7 +254,7 @@ class Engine:
         """Record the chosen token, stream new text; False once the sequence is finished."""
         token = int(token)
         if seq.cancelled.is_set():
-            seq.emit(Event("done", token_count=len(seq.generated), truncated=True))
+            seq.send(Event("done", token_count=len(seq.generated), truncated=True))
             return False
         if token in self._stop_ids:
             self._finish(seq, truncated=False)
@@ -234,7 +266,7 @@ class Engine:
             piece = text[len(seq.emitted) :]
             if piece:
                 seq.emitted = text
-                seq.emit(Event("token", text=piece))
+                seq.send(Event("token", text=piece))
         if len(seq.generated) >= seq.params.max_new_tokens:
             self._finish(seq, truncated=True)
             return False
@@ -243,8 +275,8 @@ class Engine:
     def _finish(self, seq: _Sequence, *, truncated: bool) -> None:
         text = self.loaded.tokenizer.decode(seq.generated, skip_special_tokens=True)
         if text.startswith(seq.emitted) and len(text) > len(seq.emitted):
-            seq.emit(Event("token", text=text[len(seq.emitted) :].rstrip("\ufffd")))
-        seq.emit(
+            seq.send(Event("token", text=text[len(seq.emitted) :].rstrip("\ufffd")))
+        seq.send(
             Event(
                 "done",
                 token_count=len(seq.generated),

@@ -8,19 +8,29 @@ which then stops. Nothing here runs model code on the event loop.
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from chatbot.serving.engine import Engine, EngineClosed, Event, GenerationParams
-from chatbot.serving.loading import model_load
+from chatbot.serving.loading import ModelLoadError, model_load
 from chatbot.serving.versions import ServingTarget
 
 log = logging.getLogger(__name__)
 
+
+class GenerationTimeout(RuntimeError):
+    """The engine sent nothing for SERVING_EVENT_TIMEOUT_SECONDS; the request was cancelled."""
+
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+# Checkpoints that just failed to load: refused at once for a while rather than loaded again
+# (under the lock) by every reply.
+_load_failures: dict[str, tuple[float, ModelLoadError]] = {}
+LOAD_FAILURE_MEMORY_SECONDS = 30.0
 
 
 def default_params() -> GenerationParams:
@@ -40,11 +50,22 @@ def engine_for(target: ServingTarget) -> Engine:
     """
     with _lock:
         engine = _engines.get(target.artifact_path)
-        if engine:
+        if engine and engine.alive:
             return engine
-        loaded = model_load(
-            target.artifact_path, base_path=target.base_path, dtype=settings.SERVING_DTYPE
-        )
+        if engine:  # its thread died: say so loudly and load a fresh one
+            log.error("The engine for %s had stopped; loading it again", target.artifact_path)
+            del _engines[target.artifact_path]
+        failed = _load_failures.get(target.artifact_path)
+        if failed and time.monotonic() - failed[0] < LOAD_FAILURE_MEMORY_SECONDS:
+            raise failed[1]
+        try:
+            loaded = model_load(
+                target.artifact_path, base_path=target.base_path, dtype=settings.SERVING_DTYPE
+            )
+        except ModelLoadError as exc:
+            _load_failures[target.artifact_path] = (time.monotonic(), exc)
+            raise
+        _load_failures.pop(target.artifact_path, None)
         engine = Engine(
             loaded, max_batch=settings.SERVING_MAX_BATCH, threads=settings.SERVING_THREADS
         )
@@ -83,9 +104,13 @@ async def reply_stream(
     else:
         raise RuntimeError("No engine accepted the request")
     finished = False
+    timeout = settings.SERVING_EVENT_TIMEOUT_SECONDS
     try:
         while True:
-            event = await events.get()
+            try:
+                event = await asyncio.wait_for(events.get(), timeout)
+            except TimeoutError:
+                raise GenerationTimeout(f"no answer from the engine in {timeout:.0f} s") from None
             if event.kind != "token":
                 finished = True
             yield event

@@ -118,10 +118,16 @@
 
   function onFrame(frame) {
     switch (frame.type) {
-      case "history":
+      case "history": {
         if (frame.conversation_id) conversationId = frame.conversation_id;
         frame.messages.forEach(render);
         applyStatus(frame.status);
+        const last = frame.messages[frame.messages.length - 1];
+        if (last && last.reply_failed) showError("The assistant could not answer your last message. Please try again, or ask for a person.");
+        break;
+      }
+      case "queued":
+        showError(`Many customers are chatting right now: you are number ${frame.position} in line.`);
         break;
       case "status":
         applyStatus(frame.status, frame.notice, frame.agent_name);
@@ -136,6 +142,7 @@
         render(frame);
         break;
       case "token": {
+        if (!list.querySelector(`[data-message-id="${CSS.escape(frame.message_id)}"]`)) showError("");
         const el = bubble(frame.message_id, "bot");
         el.classList.add("streaming");
         el.querySelector(".text").textContent += frame.text;

@@ -193,23 +193,13 @@ async def test_unknown_conversation_id_is_refused(chat_socket, customer_session)
     assert (await first_frame(ws))["code"] == "conversation_not_found"
 
 
-async def test_corrupt_active_checkpoint_reports_an_error_and_keeps_the_message(
-    chat_socket, customer_session, tmp_path
+async def test_a_corrupt_model_with_nothing_to_fall_back_to_reports_an_error(
+    settings, chat_socket, customer_session, tmp_path
 ):
-    from training.models import ModelVersion
-    from training.registry import base_version_ensure
-
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
-
-    def activate_broken():
-        base = base_version_ensure()
-        base.status = ModelVersion.Status.RETIRED
-        base.save()
-        ModelVersion.objects.create(number=2, status="active", artifact_path=str(broken))
-
-    await database_sync_to_async(activate_broken)()
+    settings.CHAT_BASE_MODEL_PATH = str(broken)  # v1, the only version, cannot load
     ws = await chat_socket(customer_session)
     await first_frame(ws)
     await ws.send_json_to({"type": "customer_message", "text": "anyone there?"})

@@ -98,3 +98,68 @@ def test_models_loading_at_once_in_two_threads_keep_their_own_dtypes(tiny_model_
     assert {p.dtype for p in results["chat"].model.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in results["embed"][1].parameters()} == {torch.float32}
     assert embedding.texts_embed(["hello"]).shape == (1, embedding.DIMENSION)
+
+
+def test_an_internal_engine_error_fails_its_chats_and_the_engine_serves_on(
+    tiny_loaded, monkeypatch
+):
+    from chatbot.serving import engine as engine_module
+
+    engine = Engine(tiny_loaded, max_batch=4)
+    params = GenerationParams(max_new_tokens=6, context_tokens=512)
+    messages = chat_messages([("customer", "hello")], system="Hi")
+    advance = Engine._advance
+    calls = []
+
+    def advance_failing_once(self, seq, token):  # fault injection: one bug in the loop
+        calls.append(token)
+        if len(calls) == 1:
+            raise IndexError("injected")
+        return advance(self, seq, token)
+
+    monkeypatch.setattr(engine_module.Engine, "_advance", advance_failing_once)
+    events, ended = [], threading.Event()
+
+    def emit(event):
+        events.append(event)
+        if event.kind != "token":
+            ended.set()
+
+    engine.submit(messages, params, emit)
+    assert ended.wait(10), "the chat hung after an internal engine error"
+    assert events[-1].kind == "error" and "injected" in events[-1].text
+    again = engine_timing_probe(engine, messages, params)
+    assert again["event"].kind == "done" and again["text"]
+    assert engine.alive
+    engine.stop()
+
+
+def test_fitting_a_long_conversation_tokenizes_it_a_few_times_not_once_per_turn(tiny_loaded):
+    tokenizer = tiny_loaded.tokenizer
+    calls = []
+
+    class CountingTokenizer:
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, *args, **kwargs):
+            return tokenizer(*args, **kwargs)
+
+        def apply_chat_template(self, *args, **kwargs):
+            calls.append(1)
+            return tokenizer.apply_chat_template(*args, **kwargs)
+
+    history = []
+    for i in range(300):
+        history += [("customer", f"question {i} about parcel {i}"), ("bot", f"answer {i}")]
+    history.append(("customer", "and now?"))
+    messages = chat_messages(history, system="Be brief.")
+    fitted = prompt_fit(CountingTokenizer(), messages, budget=200)
+    assert len(calls) <= 15
+    # The same turns as dropping the oldest one at a time would keep.
+    turns = messages[1:]
+    while len(turns) > 1 and prompt_length(tokenizer, messages[:1] + turns) > 200:
+        turns = turns[1:]
+    while turns[0]["role"] == "assistant":
+        turns = turns[1:]
+    assert fitted == messages[:1] + turns

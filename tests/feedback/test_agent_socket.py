@@ -1,6 +1,7 @@
 """The agent socket over the Redis channel layer: who gets in, live updates, takeover."""
 
 import asyncio
+import json
 
 import pytest
 from channels.db import database_sync_to_async
@@ -218,3 +219,52 @@ async def test_customer_rates_the_conversation_and_a_reply(chat_socket, customer
     assert review.customer_rating == 2
     rating = await database_sync_to_async(MessageRating.objects.get)()
     assert rating.source == "customer" and rating.value == "bad"
+
+
+async def closed_with(ws, code: int) -> bool:
+    """True if the next thing the socket says is the forbidden error, then it closes with
+    `code` (nothing about any conversation reaches it)."""
+    said = []
+    while True:
+        output = await ws.receive_output(timeout=10)
+        if output["type"] == "websocket.close":
+            return output["code"] == code and said == [("error", "forbidden")]
+        frame = json.loads(output["text"])
+        said.append((frame["type"], frame.get("code")))
+
+
+@pytest.mark.parametrize("withdraw", ["deactivate", "remove_permission", "log_out"])
+async def test_an_open_agent_socket_loses_access_on_its_next_frame(
+    agent_socket, make_conversation, alice, withdraw
+):
+    conversation, _ = await database_sync_to_async(make_conversation)([("customer", "hi")])
+    cookie = await database_sync_to_async(login_cookie)(alice)
+    connected, _, ws = await agent_socket(cookie)
+    assert connected and (await ws.receive_json_from(timeout=10))["type"] == "hello"
+
+    def take_access_away():
+        if withdraw == "deactivate":
+            User.objects.filter(pk=alice.pk).update(is_active=False)
+        elif withdraw == "remove_permission":
+            alice.groups.clear()
+        else:
+            from django.contrib.sessions.models import Session
+
+            Session.objects.filter(session_key=cookie).delete()
+
+    await database_sync_to_async(take_access_away)()
+    await ws.send_json_to({"type": "watch", "conversation_id": str(conversation.id)})
+    assert await closed_with(ws, 4403)
+
+
+async def test_a_deactivated_agent_stops_hearing_live_frames(
+    settings, agent_socket, chat_socket, customer_session, alice
+):
+    settings.AGENT_RECHECK_SECONDS = 0
+    console = await agent_connected(agent_socket, alice)
+    await database_sync_to_async(User.objects.filter(pk=alice.pk).update)(is_active=False)
+    customer = await chat_socket(customer_session)
+    await customer.receive_json_from(timeout=10)
+    await customer.send_json_to({"type": "customer_message", "text": "my address is 1 Elm St"})
+    assert await closed_with(console, 4403)
+    await frames_until(customer, "bot_message")

@@ -318,6 +318,34 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
     )
 
 
+def snapshots_forget(*, conversation_ids: set[str], correction_ids: set[int]) -> int:
+    """Remove from every snapshot on disk each row drawn from these conversations or their
+    corrections (customer-data deletion); returns how many rows went."""
+    removed = 0
+    for snapshot in DatasetSnapshot.objects.all():
+        for path in Path(snapshot.path).glob("*.jsonl"):
+            with path.open(encoding="utf-8") as stream:
+                lines = [line for line in stream if line.strip()]
+            kept = [
+                line
+                for line in lines
+                if not _drawn_from(json.loads(line), conversation_ids, correction_ids)
+            ]
+            if len(kept) < len(lines):
+                draft = path.with_name(path.name + ".tmp")
+                draft.write_text("".join(kept), encoding="utf-8")
+                draft.replace(path)
+                removed += len(lines) - len(kept)
+    return removed
+
+
+def _drawn_from(row: dict, conversation_ids: set[str], correction_ids: set[int]) -> bool:
+    return (
+        str(row.get("conversation_id")) in conversation_ids
+        or row.get("correction_id") in correction_ids
+    )
+
+
 def snapshot_get(snapshot_id: str | int | None = None) -> DatasetSnapshot:
     """A snapshot by name or primary key; the newest one when `snapshot_id` is empty."""
     if not snapshot_id:

@@ -22,5 +22,6 @@ class Command(BaseCommand):
         counts = customer_data_delete(session_key=session)
         self.stdout.write(
             f"Deleted {counts['conversations']} conversations, {counts['messages']} messages, "
-            f"{counts['regression_cases']} regression cases."
+            f"{counts['regression_cases']} regression cases, "
+            f"{counts['snapshot_rows']} dataset snapshot rows."
         )

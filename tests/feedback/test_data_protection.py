@@ -1,0 +1,91 @@
+"""Personal data leaves every store: dataset snapshots on disk, regression cases past
+retention, expired sessions."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
+from django.utils import timezone
+
+from chatbot.models import Conversation
+from feedback import services
+from feedback.models import RegressionCase
+from training.models import DatasetSnapshot
+
+pytestmark = pytest.mark.django_db
+
+
+def snapshot_with(tmp_path, rows: dict[str, list[dict]]) -> DatasetSnapshot:
+    folder = tmp_path / "datasets" / "s1"
+    folder.mkdir(parents=True)
+    for name, lines in rows.items():
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return DatasetSnapshot.objects.create(name="s1", path=str(folder))
+
+
+def test_deleting_a_customer_removes_their_rows_from_every_dataset_snapshot(
+    tmp_path, agent, make_conversation
+):
+    mine, (_, bot) = make_conversation(
+        [("customer", "mail me at jane@example.com"), ("bot", "ok")], session_key="k1"
+    )
+    other, _ = make_conversation([("customer", "someone else")], session_key="k2")
+    correction = services.correction_submit(message_id=bot.id, agent=agent, text="Sure, Jane.")
+    mine_row = {"conversation_id": str(mine.id), "messages": [{"content": "jane@example.com"}]}
+    other_row = {"conversation_id": str(other.id), "messages": [{"content": "someone else"}]}
+    paraphrase = {"id": "p1", "correction_id": correction.id, "expected": "Sure, Jane."}
+    seed = {"id": "seed:1", "correction_id": None, "expected": "Returns take 30 days."}
+    snapshot = snapshot_with(
+        tmp_path,
+        {
+            "train.jsonl": [mine_row, other_row, paraphrase],
+            "validation.jsonl": [mine_row],
+            "eval.jsonl": [seed, paraphrase],
+        },
+    )
+
+    counts = services.customer_data_delete(session_key="k1", actor=agent)
+
+    assert counts["snapshot_rows"] == 4
+    folder = tmp_path / "datasets" / "s1"
+    on_disk = "".join(p.read_text() for p in folder.glob("*"))
+    assert "jane" not in on_disk.lower() and str(mine.id) not in on_disk
+    assert [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()] == [
+        other_row
+    ]
+    assert (folder / "eval.jsonl").read_text() == json.dumps(seed) + "\n"
+    assert DatasetSnapshot.objects.get(pk=snapshot.pk)  # the snapshot itself stays usable
+
+
+def test_retention_leaves_no_personal_data_in_regression_cases(agent, make_conversation, settings):
+    old, (_, bot) = make_conversation(
+        [
+            ("customer", "I'm jane@example.com, call +44 20 7946 0958"),
+            ("bot", "Hi jane@example.com"),
+        ]
+    )
+    services.correction_submit(message_id=bot.id, agent=agent, text="Hello! Mail jane@example.com")
+    case = services.regression_case_add(message_id=bot.id, agent=agent)
+    Conversation.objects.filter(pk=old.pk).update(updated_at=timezone.now() - timedelta(days=400))
+
+    assert services.conversations_purge(older_than_days=365) == 1
+    case.refresh_from_db()
+    kept = json.dumps(case.prompt) + case.expected
+    assert "jane@example.com" not in kept and "7946" not in kept
+    assert case.expected.startswith("Hello! Mail ")  # still a usable evaluation case
+    assert RegressionCase.objects.count() == 1
+
+
+def test_beat_clears_expired_sessions():
+    from chatbot.schedule import DEFAULT_JOBS
+    from chatbot.tasks import sessions_clear
+
+    expired, live = SessionStore(), SessionStore()
+    expired.set_expiry(-60)
+    expired.create()
+    live.create()
+    assert "chatbot.tasks.sessions_clear" in {task for _, task, _ in DEFAULT_JOBS}
+    sessions_clear()
+    assert list(Session.objects.values_list("session_key", flat=True)) == [live.session_key]
