@@ -111,7 +111,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, as long as
+                # channels-redis's blocking receive (BZPOPMIN 5 s): an idle socket then died
+                # with "Timeout reading from Redis" every few seconds.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
                 "prefix": env("CHANNEL_PREFIX", "asgi"),
                 "capacity": 1000,
             },
@@ -177,6 +180,13 @@ SHOP_POLICIES = env(
     "days after the return arrives. Support is available 9am-6pm Monday to Friday.",
 )
 SHOP_SUPPORT_EMAIL = env("SHOP_SUPPORT_EMAIL", "support@example.com")
+
+# --- Chat widget (chatbot/widget.py) --------------------------------------------------------
+# The shops' sites that may embed static/widget.js, as origins (https://shop.example): their
+# pages may open the customer chat socket, nothing else.
+from chatbot.widget_origins import widget_origins_parse  # noqa: E402
+
+WIDGET_ALLOWED_ORIGINS = widget_origins_parse(env_list("WIDGET_ALLOWED_ORIGINS"))
 
 # --- Chat rules ----------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
