@@ -8,6 +8,7 @@ these settings for a real deployment.
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -101,7 +102,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "db.sqlite3",
+            "NAME": str(DATA_DIR / "db.sqlite3"),
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
@@ -208,7 +209,7 @@ SERVING_TEMPERATURE = env_float("SERVING_TEMPERATURE", 0.0)
 SERVING_REPETITION_PENALTY = env_float("SERVING_REPETITION_PENALTY", 1.1)
 SERVING_WARMUP = env_bool("SERVING_WARMUP", False)
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},

@@ -78,6 +78,7 @@ def widget_session_resolve(*, token: str | None, origin: str) -> tuple[SessionSt
     session["customer"] = True
     session["widget_origin"] = origin
     session.create()
+    assert session.session_key is not None  # create() sets it
     return session, widget_token_make(session.session_key)
 
 

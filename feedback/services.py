@@ -43,7 +43,7 @@ Status = Conversation.Status
 Action = AuditEvent.Action
 Reason = ConversationReview.HandoffReason
 
-STATUS_NOTICE = {
+STATUS_NOTICE: dict[str, str] = {
     Status.BOT: "The assistant is answering again.",
     Status.WAITING: "We're finding a person to help you. Please stay on this page.",
     Status.AGENT: "{agent} from our support team has joined the chat.",
@@ -172,7 +172,7 @@ def handoff_check(*, message: Message) -> bool:
         .values_list("text", flat=True)
         .first()
     )
-    offered = bool(previous) and previous.endswith(EMPTY_REPLY_FALLBACK)
+    offered = previous is not None and previous.endswith(EMPTY_REPLY_FALLBACK)
     found = handoff_reason_for(message.text, human_offered=offered)
     if found is None:
         return False
@@ -540,7 +540,13 @@ def customer_data_delete(*, session_key: str, actor=None) -> dict:
     Conversation.objects.filter(pk__in=ids).delete()
     Session.objects.filter(session_key=session_key).delete()
     counts = {"conversations": len(ids), "messages": messages, "regression_cases": cases}
-    audit_log(actor=actor, action=Action.CUSTOMER_DATA_DELETE, **counts)
+    audit_log(
+        actor=actor,
+        action=Action.CUSTOMER_DATA_DELETE,
+        conversations=len(ids),
+        messages=messages,
+        regression_cases=cases,
+    )
     log.info("Deleted customer data: %s", counts)
     return counts
 

@@ -54,13 +54,15 @@ def eta_estimate(
             return previous.get(name, 0.0)  # arithmetic over stored scores
         return previous.get(name)
 
+    left: float | None
     if done > 0 and total >= done:
         left = elapsed / done * (total - done)
     else:
         expected = duration(stage)
         left = None if expected is None else max(0.0, expected - elapsed)
     later = [duration(name) for name in STAGES[STAGES.index(stage) + 1 :]]
-    left_total = None if left is None or None in later else left + sum(later)
+    known = [seconds for seconds in later if seconds is not None]
+    left_total = None if left is None or len(known) < len(later) else left + sum(known)
     return {
         "stage_eta_seconds": None if left is None else round(left),
         "eta_seconds": None if left_total is None else round(left_total),
@@ -104,5 +106,5 @@ def run_status_data(run: TrainingRun) -> dict:
         "loss_points": len(run.loss_history),
         "outcome": run.outcome,
         "error": run.error,
-        "candidate": run.candidate.number if run.candidate_id else None,
+        "candidate": run.candidate.number if run.candidate else None,
     }

@@ -102,7 +102,7 @@ def _previous_keys(meta: dict) -> set[str]:
     if not name:
         return set()
     try:
-        return {row.get("key") for row in snapshot_rows(snapshot_get(name), "train")}
+        return {row["key"] for row in snapshot_rows(snapshot_get(name), "train") if row.get("key")}
     except Exception:  # noqa: BLE001 - a vanished old snapshot just means nothing to replay
         log.warning("Parent snapshot %s not readable: no replay data.", name)
         return set()
