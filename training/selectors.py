@@ -108,3 +108,28 @@ def run_status_data(run: TrainingRun) -> dict:
         "error": run.error,
         "candidate": run.candidate.number if run.candidate else None,
     }
+
+
+def snapshot_versions(snapshot_name: str) -> list[ModelVersion]:
+    """The versions fine-tuned on a dataset snapshot, newest first."""
+    return list(ModelVersion.objects.filter(data_snapshot=snapshot_name).order_by("-number"))
+
+
+def version_training_rows(version: ModelVersion) -> tuple[list[dict], dict]:
+    """The rows `version` was fine-tuned on (before weighting) and the new/replay mix, chosen
+    again the way its run chose them (same snapshot, parent, seed and replay size).
+
+    Raises DatasetError when it was not fine-tuned on a snapshot or the snapshot's files are gone.
+    """
+    import dataclasses
+
+    from training.config import TrainConfig
+    from training.data.snapshot import DatasetError, snapshot_get
+    from training.train import train_rows_choose
+
+    if not version.data_snapshot:
+        raise DatasetError(f"v{version.number} was not fine-tuned on a dataset snapshot.")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in (version.config or {}).items() if k in known})
+    parent = version.parent.artifact_path if version.parent and cfg.incremental else None
+    return train_rows_choose(snapshot_get(version.data_snapshot), cfg=cfg, parent_artifact=parent)
