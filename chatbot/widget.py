@@ -34,13 +34,13 @@ def _hosts_validator(inner) -> OriginValidator:
 
 
 def origin_is_widget(scope) -> bool:
-    """The socket comes from a shop's page (an allowed widget origin), not the bot's own."""
+    """The customer chat socket, opened from a shop's page: exactly one of the allowed widget
+    origins (scheme, host and port), even on a host the bot also answers to."""
     origin = _origin(scope)
     if origin is None or scope.get("path") != WIDGET_SOCKET_PATH:
         return False
-    parsed = urlparse(origin)
     widget = OriginValidator(None, settings.WIDGET_ALLOWED_ORIGINS)
-    return not _hosts_validator(None).valid_origin(parsed) and widget.valid_origin(parsed)
+    return widget.valid_origin(urlparse(origin))
 
 
 class SocketOriginValidator:

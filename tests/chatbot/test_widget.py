@@ -98,6 +98,14 @@ async def test_a_widget_socket_ignores_the_bots_cookie(socket_at, customer_sessi
     assert (await ws.receive_json_from(timeout=10))["conversation_id"] is None
 
 
+async def test_a_shop_on_a_host_the_bot_also_answers_to_is_still_a_widget(settings, socket_at):
+    """E.g. a local try-out: the bot on localhost:8000, the shop page on localhost:8080."""
+    settings.WIDGET_ALLOWED_ORIGINS = ["http://testserver:8080"]
+    connected, ws = await socket_at("/ws/chat/", "http://testserver:8080")
+    assert connected
+    assert (await ws.receive_json_from(timeout=10))["type"] == "session"
+
+
 async def test_the_bots_own_page_still_uses_its_cookie(socket_at, customer_session):
     conversation = await database_sync_to_async(services.conversation_start)(
         session_key=customer_session
