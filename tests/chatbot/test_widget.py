@@ -167,3 +167,17 @@ def test_allowed_origins_are_checked_when_settings_load():
 def test_no_page_of_the_bot_can_be_framed(client):
     """The widget is a script, not an iframe: the bot's pages refuse every frame."""
     assert client.get("/").headers["X-Frame-Options"] == "DENY"
+
+
+def test_shop_origins_cannot_post_forms_to_the_bot():
+    """The widget posts nothing (its socket carries everything), so the shops are not CSRF
+    trusted origins: a form post from a shop's page is refused even with a valid token."""
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.get("/")
+    token = client.cookies["csrftoken"].value
+    form = {"username": "x", "password": "y", "csrfmiddlewaretoken": token}
+    assert client.post("/agent/login/", form, headers={"origin": SHOP}).status_code == 403
+    own = client.post("/agent/login/", form, headers={"origin": "http://testserver"})
+    assert own.status_code != 403
