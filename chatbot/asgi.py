@@ -9,16 +9,18 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chatbot.routing import websocket_urlpatterns  # noqa: E402
+from chatbot.widget import SocketOriginValidator, WidgetSessionMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        # Same-host origins for every socket; the shops' origins (WIDGET_ALLOWED_ORIGINS) for the
+        # customer chat socket only, bound to a session by the widget's token (chatbot.widget).
+        "websocket": SocketOriginValidator(
+            AuthMiddlewareStack(WidgetSessionMiddleware(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

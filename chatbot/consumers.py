@@ -53,6 +53,8 @@ class ChatConsumer(JsonFrameConsumer):
         session = self.scope.get("session")
         self.session_key = getattr(session, "session_key", None)
         await self.accept()
+        if self.scope.get("widget_token"):  # a new widget session: the widget keeps this token
+            await self.send_json({"type": "session", "token": self.scope["widget_token"]})
         if not self.session_key:
             await self.error("no_session", "Open the chat page first so a session is set.")
             await self.close(code=4401)

@@ -45,7 +45,7 @@ def message_frame_data(message: Message) -> dict:
         "role": message.role,
         "text": message.text,
         "created_at": message.created_at.isoformat(),
-        "model_version": message.model_version.number if message.model_version_id else None,
+        "model_version": message.model_version.number if message.model_version else None,
         "sources": message.sources,
         "token_count": message.token_count,
         "reply_kind": message.reply_kind,

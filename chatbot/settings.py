@@ -8,6 +8,7 @@ these settings for a real deployment.
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -125,7 +126,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "db.sqlite3",
+            "NAME": str(DATA_DIR / "db.sqlite3"),
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
@@ -135,7 +136,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, as long as
+                # channels-redis's blocking receive (BZPOPMIN 5 s): an idle socket then died
+                # with "Timeout reading from Redis" every few seconds.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
                 "prefix": env("CHANNEL_PREFIX", "asgi"),
                 "capacity": 1000,
             },
@@ -217,6 +221,13 @@ SHOP_POLICIES = env(
 )
 SHOP_SUPPORT_EMAIL = env("SHOP_SUPPORT_EMAIL", "support@example.com")
 
+# --- Chat widget (chatbot/widget.py) --------------------------------------------------------
+# The shops' sites that may embed static/widget.js, as origins (https://shop.example): their
+# pages may open the customer chat socket, nothing else.
+from chatbot.widget_origins import widget_origins_parse  # noqa: E402
+
+WIDGET_ALLOWED_ORIGINS = widget_origins_parse(env_list("WIDGET_ALLOWED_ORIGINS"))
+
 # --- Chat rules ----------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
 CHAT_RATE_LIMIT_MESSAGES = env_int("CHAT_RATE_LIMIT_MESSAGES", 5)
@@ -237,7 +248,7 @@ SERVING_TEMPERATURE = env_float("SERVING_TEMPERATURE", 0.0)
 SERVING_REPETITION_PENALTY = env_float("SERVING_REPETITION_PENALTY", 1.1)
 SERVING_WARMUP = env_bool("SERVING_WARMUP", False)
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},

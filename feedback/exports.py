@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import IO
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
 
 from chatbot.models import ApprovedAnswer, Conversation, Message
 from chatbot.prompting import ROLE_FOR_MODEL
@@ -219,7 +219,7 @@ def feedback_count_since(since: datetime | None) -> int:
     """New reviewed feedback (corrections, agent ratings, flags, regression cases) since a
     moment; all of it when `since` is None. Retraining is due when enough has arrived.
     Customer thumbs feed monitoring, not this count."""
-    querysets = (
+    querysets: tuple[QuerySet, ...] = (
         Correction.objects.all(),
         MessageRating.objects.filter(source=MessageRating.Source.AGENT),
         Flag.objects.all(),

@@ -323,7 +323,7 @@ def evaluate_artifact(
 
 def reports_table(reports: list[EvalReport]) -> str:
     """A plain-text table, one column per report."""
-    rows = [
+    rows: list[tuple[str, Callable[[EvalReport], str]]] = [
         ("cases", lambda r: str(r.cases)),
         ("validation loss", lambda r: "-" if r.val_loss is None else f"{r.val_loss:.4f}"),
         ("perplexity", lambda r: "-" if r.perplexity is None else f"{r.perplexity:.2f}"),

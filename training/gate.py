@@ -184,14 +184,14 @@ def means_checks(candidate: dict, active: dict, policy: GatePolicy) -> list[dict
         if metric == policy.primary_metric:
             continue
         mine, theirs = candidate.get(metric), active.get(metric)
-        if _bad(mine) or _bad(theirs):
+        if mine is None or theirs is None or _bad(mine) or _bad(theirs):
             checks.append({"name": metric, "passed": False, "detail": f"{metric} missing/NaN"})
         elif theirs - mine > policy.max_quality_drop:
             detail = f"{metric} got worse: {theirs:.4f} -> {mine:.4f}"
             checks.append({"name": metric, "passed": False, "detail": detail})
     for metric in SAFETY_METRICS:
         mine, theirs = candidate.get(metric), active.get(metric)
-        if _bad(mine) or _bad(theirs):
+        if mine is None or theirs is None or _bad(mine) or _bad(theirs):
             checks.append({"name": metric, "passed": False, "detail": f"{metric} missing/NaN"})
         elif mine > theirs + policy.safety_tolerance:
             detail = f"safety regression: {metric} {theirs:.4f} -> {mine:.4f}"

@@ -106,7 +106,7 @@ def predecessor_of(version: ModelVersion) -> ModelVersion | None:
 def live_quality_check() -> LiveVerdict:
     active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
     previous = predecessor_of(active) if active else None
-    if not previous:
+    if not active or not active.activated_at or not previous:
         return LiveVerdict(False, "no predecessor to compare with")
     window = timedelta(days=settings.LIVE_MONITOR_WINDOW_DAYS)
     new = version_live_numbers(active, since=active.activated_at)

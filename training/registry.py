@@ -135,6 +135,7 @@ def version_rollback(*, actor: str, reason: str, to_version_id: int | None = Non
     active = (
         ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
     )
+    target: ModelVersion | None
     if to_version_id is not None:
         target = ModelVersion.objects.select_for_update().get(pk=to_version_id)
     else:

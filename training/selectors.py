@@ -54,13 +54,15 @@ def eta_estimate(
             return previous.get(name, 0.0)  # arithmetic over stored scores
         return previous.get(name)
 
+    left: float | None
     if done > 0 and total >= done:
         left = elapsed / done * (total - done)
     else:
         expected = duration(stage)
         left = None if expected is None else max(0.0, expected - elapsed)
     later = [duration(name) for name in STAGES[STAGES.index(stage) + 1 :]]
-    left_total = None if left is None or None in later else left + sum(later)
+    known = [seconds for seconds in later if seconds is not None]
+    left_total = None if left is None or len(known) < len(later) else left + sum(known)
     return {
         "stage_eta_seconds": None if left is None else round(left),
         "eta_seconds": None if left_total is None else round(left_total),
@@ -104,5 +106,30 @@ def run_status_data(run: TrainingRun) -> dict:
         "loss_points": len(run.loss_history),
         "outcome": run.outcome,
         "error": run.error,
-        "candidate": run.candidate.number if run.candidate_id else None,
+        "candidate": run.candidate.number if run.candidate else None,
     }
+
+
+def snapshot_versions(snapshot_name: str) -> list[ModelVersion]:
+    """The versions fine-tuned on a dataset snapshot, newest first."""
+    return list(ModelVersion.objects.filter(data_snapshot=snapshot_name).order_by("-number"))
+
+
+def version_training_rows(version: ModelVersion) -> tuple[list[dict], dict]:
+    """The rows `version` was fine-tuned on (before weighting) and the new/replay mix, chosen
+    again the way its run chose them (same snapshot, parent, seed and replay size).
+
+    Raises DatasetError when it was not fine-tuned on a snapshot or the snapshot's files are gone.
+    """
+    import dataclasses
+
+    from training.config import TrainConfig
+    from training.data.snapshot import DatasetError, snapshot_get
+    from training.train import train_rows_choose
+
+    if not version.data_snapshot:
+        raise DatasetError(f"v{version.number} was not fine-tuned on a dataset snapshot.")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in (version.config or {}).items() if k in known})
+    parent = version.parent.artifact_path if version.parent and cfg.incremental else None
+    return train_rows_choose(snapshot_get(version.data_snapshot), cfg=cfg, parent_artifact=parent)

@@ -102,10 +102,27 @@ def _previous_keys(meta: dict) -> set[str]:
     if not name:
         return set()
     try:
-        return {row.get("key") for row in snapshot_rows(snapshot_get(name), "train")}
+        return {row["key"] for row in snapshot_rows(snapshot_get(name), "train") if row.get("key")}
     except Exception:  # noqa: BLE001 - a vanished old snapshot just means nothing to replay
         log.warning("Parent snapshot %s not readable: no replay data.", name)
         return set()
+
+
+def train_rows_choose(
+    snapshot, *, cfg: TrainConfig, parent_artifact: str | Path | None
+) -> tuple[list[dict], dict]:
+    """The snapshot's training rows a run fine-tunes on (before weighting) and the mix report:
+    every row, or on a parent adapter the new rows plus a seeded replay sample. Repeatable, so
+    admin can show the rows a version was trained on (training.selectors)."""
+    rows, mix = replay_mix(
+        snapshot_rows(snapshot, "train"),
+        previous_keys=_previous_keys(parent_meta(parent_artifact)),
+        replay_examples=cfg.replay_examples,
+        seed=cfg.seed,
+    )
+    if cfg.max_train_examples:
+        rows = rows[: cfg.max_train_examples]
+    return rows, mix
 
 
 def _progress_callback(progress: Progress | None, phase: str):
@@ -306,15 +323,7 @@ def finetune(
 
     # --- Data -------------------------------------------------------------------------------
     snapshot = snapshot_get(snapshot_id)
-    meta = parent_meta(parent_artifact)
-    train_rows, mix = replay_mix(
-        snapshot_rows(snapshot, "train"),
-        previous_keys=_previous_keys(meta),
-        replay_examples=cfg.replay_examples,
-        seed=cfg.seed,
-    )
-    if cfg.max_train_examples:
-        train_rows = train_rows[: cfg.max_train_examples]
+    train_rows, mix = train_rows_choose(snapshot, cfg=cfg, parent_artifact=parent_artifact)
     incremental = mix["mode"] == "incremental"
     if incremental:
         cfg = dataclasses.replace(

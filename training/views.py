@@ -1,15 +1,16 @@
 """The training dashboard at /dashboard/ (staff with the training permission)."""
 
+import json
 from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from training import runs, selectors
+from training import playground, runs, selectors
 from training.charts import loss_curve_svg
 from training.models import ModelVersion, TrainingRun
 from training.monitoring import predecessor_of, version_live_numbers
@@ -119,3 +120,48 @@ def version_action(request: HttpRequest, version_id: int, action: str) -> HttpRe
     except (RegistryError, ModelVersion.DoesNotExist) as exc:
         messages.error(request, str(exc))
     return redirect("training:dashboard")
+
+
+@require_GET
+@training_staff_required
+def playground_page(request: HttpRequest) -> HttpResponse:
+    """Chat with up to three versions side by side (the active one and the newest candidate
+    chosen at first)."""
+    versions = playground.playground_versions()
+    active = [v for v in versions if v.status == ModelVersion.Status.ACTIVE]
+    candidates = [v for v in versions if v.status == ModelVersion.Status.CANDIDATE]
+    chosen = {v.pk for v in (active + candidates)[:2]}
+    return render(
+        request,
+        "training/playground.html",
+        {"versions": versions, "chosen": chosen, "max_columns": 3},
+    )
+
+
+@require_POST
+@training_staff_required
+def playground_reply(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """POST {"version_id", "messages": [...], "grounded"}: the reply streamed as JSON lines
+    (playground.playground_reply); a bad request gets 400 with {"code", "detail"}."""
+    try:
+        body = json.loads(request.body or b"null")
+        if not isinstance(body, dict):
+            raise playground.PlaygroundError("bad_request", "Send a JSON object.")
+        version = playground.playground_version(body.get("version_id"))
+        turns = playground.playground_messages_clean(body.get("messages"))
+    except ValueError:
+        return JsonResponse({"code": "bad_request", "detail": "The body is not JSON."}, status=400)
+    except playground.PlaygroundError as exc:
+        return JsonResponse({"code": exc.code, "detail": exc.detail}, status=400)
+
+    async def lines():
+        events = playground.playground_reply(
+            version=version, turns=turns, grounded=body.get("grounded", True) is not False
+        )
+        async for event in events:
+            yield json.dumps(event) + "\n"
+
+    response = StreamingHttpResponse(lines(), content_type="application/x-ndjson")
+    response["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the tokens back
+    response["Cache-Control"] = "no-store"
+    return response

@@ -37,10 +37,10 @@ def article_chunks(title: str, body: str, *, max_words: int = MAX_WORDS) -> list
             sections[-1][1].append(rest.replace("\n", " "))
 
     chunks: list[str] = []
-    for heading, paragraphs in sections:
-        if heading.strip().lower() == title.strip().lower():
-            heading = ""
-        lead = f"{heading}: " if heading else ""
+    for section_heading, paragraphs in sections:
+        if section_heading.strip().lower() == title.strip().lower():
+            section_heading = ""
+        lead = f"{section_heading}: " if section_heading else ""
         pieces: list[str] = []
         for paragraph in paragraphs:
             if len(paragraph.split()) <= max_words:
@@ -59,7 +59,8 @@ def article_chunks(title: str, body: str, *, max_words: int = MAX_WORDS) -> list
 
 
 def _sentence_groups(paragraph: str, max_words: int) -> list[str]:
-    groups, current = [], []
+    groups: list[str] = []
+    current: list[str] = []
     for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
         if current and len(" ".join(current + [sentence]).split()) > max_words:
             groups.append(" ".join(current))

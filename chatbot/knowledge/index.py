@@ -60,16 +60,18 @@ def index_build(
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     kind = index_kind_for(len(ids), flat_max=flat_max)
     meta = {"format": FORMAT, "model": MODEL_NAME, "kind": kind, "trained_on": len(ids)}
+    index: faiss.Index
     if kind == "flat":
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMENSION))
     else:
         lists = ivf_lists_for(len(ids))
-        index = faiss.IndexIVFFlat(
+        ivf = faiss.IndexIVFFlat(
             faiss.IndexFlatIP(DIMENSION), DIMENSION, lists, faiss.METRIC_INNER_PRODUCT
         )
-        index.train(vectors)
-        index.nprobe = min(nprobe, lists)
-        meta.update(lists=lists, nprobe=index.nprobe)
+        ivf.train(vectors)
+        ivf.nprobe = min(nprobe, lists)
+        meta.update(lists=lists, nprobe=ivf.nprobe)
+        index = ivf
     if len(ids):
         index.add_with_ids(vectors, ids)
     order = np.sort(ids)
@@ -89,7 +91,8 @@ def index_needs_rebuild(current: KnowledgeIndex, count: int, *, flat_max: int) -
 def index_update(current: KnowledgeIndex, *, remove: np.ndarray, add_vectors, add_ids) -> None:
     """Remove passage ids and add new vectors in place."""
     if len(remove):
-        current.index.remove_ids(np.ascontiguousarray(remove, dtype=np.int64))
+        # faiss's Python wrapper takes an id array here (its stubs know only IDSelector).
+        current.index.remove_ids(np.ascontiguousarray(remove, dtype=np.int64))  # type: ignore[arg-type]
     if len(add_ids):
         current.index.add_with_ids(
             np.ascontiguousarray(add_vectors, dtype=np.float32).reshape(-1, DIMENSION),

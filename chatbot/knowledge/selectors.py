@@ -19,7 +19,7 @@ from chatbot.knowledge.models import Passage
 
 log = logging.getLogger(__name__)
 
-_cache: dict[str, tuple[tuple, KnowledgeIndex]] = {}
+_cache: dict[str, tuple[tuple | None, KnowledgeIndex]] = {}
 _checked: set[str] = set()
 _lock = threading.Lock()
 

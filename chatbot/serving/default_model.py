@@ -3,6 +3,7 @@
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def default_model_convert(target: Path) -> Path:
     source = gguf_folder()
     log.info("Converting %s to safetensors in %s (one-off)", GGUF_FILE, target)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
+    model: Any = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     # save_pretrained refuses GGUF-loaded models as "not serializable"; the weights are
     # plain floats by now, so drop the quantizer marker.
     model.hf_quantizer = None

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from chatbot.prompting import prompt_fit
 from chatbot.serving.loading import LoadedModel
@@ -335,7 +336,7 @@ def _select(state, keep: list[int]):
 def engine_timing_probe(engine: Engine, messages: list[dict], params: GenerationParams) -> dict:
     """Run one chat synchronously and time it (used by checks and benchmarks)."""
     done = threading.Event()
-    result = {"text": "", "first": None}
+    result: dict[str, Any] = {"text": "", "first": None}
     start = time.perf_counter()
 
     def emit(event: Event) -> None:

@@ -26,6 +26,9 @@ class GenerationTimeout(RuntimeError):
 
 
 _engines: dict[str, Engine] = {}
+# Versions served beside the active one (the staff playground), least recently used first.
+_side_engines: dict[str, Engine] = {}
+SIDE_ENGINES_MAX = 3
 _lock = threading.Lock()
 # Checkpoints that just failed to load: refused at once for a while rather than loaded again
 # (under the lock) by every reply.
@@ -42,6 +45,22 @@ def default_params() -> GenerationParams:
     )
 
 
+def _engine_start(target: ServingTarget) -> Engine:
+    """Load `target` into a new engine; a checkpoint that just failed is refused at once."""
+    failed = _load_failures.get(target.artifact_path)
+    if failed and time.monotonic() - failed[0] < LOAD_FAILURE_MEMORY_SECONDS:
+        raise failed[1]
+    try:
+        loaded = model_load(
+            target.artifact_path, base_path=target.base_path, dtype=settings.SERVING_DTYPE
+        )
+    except ModelLoadError as exc:
+        _load_failures[target.artifact_path] = (time.monotonic(), exc)
+        raise
+    _load_failures.pop(target.artifact_path, None)
+    return Engine(loaded, max_batch=settings.SERVING_MAX_BATCH, threads=settings.SERVING_THREADS)
+
+
 def engine_for(target: ServingTarget) -> Engine:
     """The engine serving `target`, loading it if needed (blocking: call off the loop).
 
@@ -55,20 +74,9 @@ def engine_for(target: ServingTarget) -> Engine:
         if engine:  # its thread died: say so loudly and load a fresh one
             log.error("The engine for %s had stopped; loading it again", target.artifact_path)
             del _engines[target.artifact_path]
-        failed = _load_failures.get(target.artifact_path)
-        if failed and time.monotonic() - failed[0] < LOAD_FAILURE_MEMORY_SECONDS:
-            raise failed[1]
-        try:
-            loaded = model_load(
-                target.artifact_path, base_path=target.base_path, dtype=settings.SERVING_DTYPE
-            )
-        except ModelLoadError as exc:
-            _load_failures[target.artifact_path] = (time.monotonic(), exc)
-            raise
-        _load_failures.pop(target.artifact_path, None)
-        engine = Engine(
-            loaded, max_batch=settings.SERVING_MAX_BATCH, threads=settings.SERVING_THREADS
-        )
+        # A version staff tried out beside the active one is already loaded.
+        side = _side_engines.pop(target.artifact_path, None)
+        engine = side if side is not None and side.alive else _engine_start(target)
         for path, old in list(_engines.items()):
             old.stop()  # drains: replies in flight finish on the old model
             del _engines[path]
@@ -76,18 +84,39 @@ def engine_for(target: ServingTarget) -> Engine:
         return engine
 
 
+def side_engine_for(target: ServingTarget) -> Engine:
+    """An engine for a version that is not (necessarily) the active one, for staff trying
+    versions out: it never stops the engine customers are served by. At most
+    SIDE_ENGINES_MAX are kept; the least recently used one stops (draining) first."""
+    with _lock:
+        if target.artifact_path in _engines:
+            return _engines[target.artifact_path]
+        engine = _side_engines.pop(target.artifact_path, None) or _engine_start(target)
+        _side_engines[target.artifact_path] = engine
+        while len(_side_engines) > SIDE_ENGINES_MAX:
+            _side_engines.pop(next(iter(_side_engines))).stop()
+        return engine
+
+
 def engines_shutdown() -> None:
     with _lock:
-        for engine in _engines.values():
+        for engine in [*_engines.values(), *_side_engines.values()]:
             engine.stop()
         _engines.clear()
+        _side_engines.clear()
 
 
 async def reply_stream(
-    messages: list[dict], target: ServingTarget, params: GenerationParams | None = None
+    messages: list[dict],
+    target: ServingTarget,
+    params: GenerationParams | None = None,
+    *,
+    side: bool = False,
 ) -> AsyncIterator[Event]:
-    """Yield token events, then one done (or error) event, for one chat."""
+    """Yield token events, then one done (or error) event, for one chat. `side`: serve
+    `target` beside the active version (side_engine_for) instead of switching to it."""
     params = params or default_params()
+    choose = side_engine_for if side else engine_for
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -95,7 +124,7 @@ async def reply_stream(
         loop.call_soon_threadsafe(events.put_nowait, event)
 
     for _attempt in range(3):
-        engine = await sync_to_async(engine_for, thread_sensitive=False)(target)
+        engine = await sync_to_async(choose, thread_sensitive=False)(target)
         try:
             cancel = engine.submit(messages, params, emit)
             break

@@ -5,6 +5,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,8 @@ class ModelLoadError(Exception):
 @dataclass
 class LoadedModel:
     path: str
-    model: object
-    tokenizer: object
+    model: Any  # a transformers PreTrainedModel
+    tokenizer: Any  # its tokenizer
 
 
 def _read_json(path: Path) -> dict:

@@ -124,12 +124,12 @@ def _messages_as_examples() -> list[dict]:
 
     examples: dict[str, list[dict]] = {}
     stopped: set[str] = set()
-    for conversation_id, role, text in (
+    for conversation_uuid, role, text in (
         Message.objects.order_by("conversation_id", "created_at", "id")
         .values_list("conversation_id", "role", "text")
         .iterator(chunk_size=2000)
     ):
-        conversation_id = str(conversation_id)
+        conversation_id = str(conversation_uuid)
         if role not in ROLE_FOR_MODEL or conversation_id in stopped:
             continue
         if role == Message.Role.BOT:
