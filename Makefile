@@ -14,7 +14,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatbot
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 CHROMIUM_PATH ?= /usr/bin/chromium
 
-.PHONY: install run prepare test test-fast chromium lint bench-chat bench-retrieval bench-loop clean
+.PHONY: install run prepare test test-fast chromium lint bench-chat bench-retrieval bench-loop clean llama-server
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PY) >/dev/null || { echo "Python 3.11 is required ($(PY) not found)"; exit 1; }
@@ -26,6 +26,11 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# llama.cpp's llama-server (the model server's engine), built once into ~/.cache/chatbot/
+# (about 75 MB download and XX min on 2 cores the first time; nothing afterwards).
+llama-server: install
+	PYTHON=$(CURDIR)/$(PYTHON) bash deploy/build_llama_server.sh >/dev/null
+
 prepare: install
 	$(PYTHON) manage.py migrate --noinput
 	$(PYTHON) manage.py prepare_model
@@ -33,8 +38,11 @@ prepare: install
 	$(PYTHON) manage.py setup_schedule
 	$(PYTHON) manage.py import_kb chatbot/demo/knowledge --keep-existing
 
-run: prepare
-	PATH="$(CURDIR)/$(BIN):$$PATH" SERVING_WARMUP=1 HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho -f deploy/Procfile -d . start
+# The model server listens here; web processes stream from it (MODEL_SERVER_URL= keeps the
+# model in the web process instead).
+MODEL_SERVER_URL ?= http://127.0.0.1:8081
+run: prepare llama-server
+	PATH="$(CURDIR)/$(BIN):$$PATH" SERVING_WARMUP=1 MODEL_SERVER_URL=$(MODEL_SERVER_URL) HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho -f deploy/Procfile -d . start
 
 # Browser tests drive Debian's Chromium: installed here when missing and we may (root with
 # apt-get), otherwise one line says what to run.
@@ -48,7 +56,7 @@ chromium:
 	    exit 1; \
 	  fi; }
 
-test: install chromium
+test: install chromium llama-server
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PYTHON) manage.py prepare_model
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -58,7 +66,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench-chat: prepare
+bench-chat: prepare llama-server
 	$(PYTHON) benchmarks/bench_chat.py
 
 # The learning loop: corrections -> approved-answer memory -> retrain -> gate (README "Approved

@@ -65,8 +65,17 @@ def engines_shutdown() -> None:
 async def reply_stream(
     messages: list[dict], target: ServingTarget, params: GenerationParams | None = None
 ) -> AsyncIterator[Event]:
-    """Yield token events, then one done (or error) event, for one chat."""
+    """Yield token events, then one done (or error) event, for one chat.
+
+    With MODEL_SERVER_URL set the model server generates; otherwise an engine in this process.
+    """
     params = params or default_params()
+    if settings.MODEL_SERVER_URL:
+        from chatbot.serving.remote import remote_reply_stream
+
+        async for event in remote_reply_stream(messages, target, params):
+            yield event
+        return
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[Event] = asyncio.Queue()
 
