@@ -33,12 +33,18 @@ def model_id(target: ServingTarget) -> str:
     return f"v{target.version_number}"
 
 
-@lru_cache(maxsize=8)
 def _tokenizer(path: str):
+    # One lock around import and load: transformers' lazy imports race when many replies
+    # start at once in pool threads.
+    with _tokenizer_lock:
+        return _tokenizer_load(path)
+
+
+@lru_cache(maxsize=8)
+def _tokenizer_load(path: str):
     from transformers import AutoTokenizer
 
-    with _tokenizer_lock:
-        return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
 
 
 def prompt_ids(messages: list[dict], target: ServingTarget, params: GenerationParams) -> list[int]:

@@ -151,6 +151,8 @@ async def test_promotion_swaps_versions_without_cutting_a_reply(remote, real_mod
     )
     gguf = await asyncio.to_thread(gguf_ensure, v2)
     assert gguf.parent == adapter and gguf.stat().st_size > 50_000_000
+    base_gguf = (remote.models / "v1.gguf").resolve()
+    assert file_digest(gguf) != file_digest(base_gguf)  # the adapter was merged in
 
     long_params = GenerationParams(max_new_tokens=160, temperature=0.0, repetition_penalty=1.0)
     question = [{"role": "user", "content": "Explain in detail how returns work."}]
@@ -164,6 +166,13 @@ async def test_promotion_swaps_versions_without_cutting_a_reply(remote, real_mod
     assert v1_events[-1].token_count == 160 or not v1_events[-1].truncated
     assert (served_file := remote.models / "v2.gguf").exists()
     assert served_file.resolve() == gguf.resolve()
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def adapter_make(base: Path, out: Path) -> Path:
