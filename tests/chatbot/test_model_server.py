@@ -90,7 +90,11 @@ def test_sampling_matches_the_in_process_engine():
     assert body["model"] == "v4" and body["prompt"] == [1, 2, 3] and body["stream"]
     assert body["temperature"] == 0.0  # greedy
     assert (body["top_k"], body["top_p"], body["min_p"]) == (0, 1.0, 0.0)  # plain softmax
-    assert body["repeat_penalty"] == 1.1 and body["n_predict"] == 48
+    assert body["n_predict"] == 48
+    # Repetition is held off by DRY, not by a token penalty that would also hit the prompt.
+    assert body["repeat_penalty"] == 1.0 and body["dry_multiplier"] > 0
+    plain = completion_request([1], "v4", GenerationParams(repetition_penalty=1.0))
+    assert plain["dry_multiplier"] == 0.0
 
 
 async def test_a_reply_streams_from_the_model_server(remote, real_model_dir):
