@@ -27,7 +27,7 @@ $(VENV)/.installed: requirements.txt
 install: $(VENV)/.installed
 
 # llama.cpp's llama-server (the model server's engine), built once into ~/.cache/chatbot/
-# (about 75 MB download and XX min on 2 cores the first time; nothing afterwards).
+# (a 75 MB download and ~15 CPU-minutes of compiling the first time; nothing afterwards).
 llama-server: install
 	PYTHON=$(CURDIR)/$(PYTHON) bash deploy/build_llama_server.sh >/dev/null
 
@@ -66,7 +66,10 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# The model server (raw llama-server vs through the gateway), then the WebSocket path with the
+# in-process engine.
 bench-chat: prepare llama-server
+	$(PYTHON) benchmarks/bench_model_server.py
 	$(PYTHON) benchmarks/bench_chat.py
 
 # The learning loop: corrections -> approved-answer memory -> retrain -> gate (README "Approved

@@ -110,7 +110,7 @@ async def ours_once(messages: list[dict], target, max_new: int = MAX_NEW) -> dic
         elif event.kind == "done":
             tokens = event.token_count
         else:
-            raise RuntimeError(event.text)
+            return {"error": event.text}
     decode = (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
     return {"ttft": first - start, "decode": decode, "tokens": tokens}
 
@@ -150,17 +150,21 @@ async def measure(url: str, target, model: str, *, full: bool) -> dict:
         *(ours_once(retrieval_messages(questions[i % 5] + f" ({i})"), target) for i in range(8))
     )
     wall = time.perf_counter() - start
+    out["eight_failed"] = sum("error" in r for r in eight)
+    eight = [r for r in eight if "error" not in r]
     out["eight_aggregate"] = sum(r["tokens"] for r in eight) / wall
-    out["eight_slowest_decode"] = min(r["decode"] for r in eight)
-    out["eight_ttft_max"] = max(r["ttft"] for r in eight)
+    out["eight_slowest_decode"] = min((r["decode"] for r in eight), default=float("nan"))
+    out["eight_ttft_max"] = max((r["ttft"] for r in eight), default=float("nan"))
     fifty = await asyncio.gather(
         *(
             ours_once(retrieval_messages(f"Question {i}: {questions[i % 5]}"), target, 16)
             for i in range(50)
         )
     )
-    out["fifty_ttft_p50"] = statistics.median(r["ttft"] for r in fifty)
-    out["fifty_ttft_max"] = max(r["ttft"] for r in fifty)
+    out["fifty_failed"] = sum("error" in r for r in fifty)
+    ttfts = [r["ttft"] for r in fifty if "error" not in r]
+    out["fifty_ttft_p50"] = statistics.median(ttfts) if ttfts else float("nan")
+    out["fifty_ttft_max"] = max(ttfts, default=float("nan"))
     return out
 
 

@@ -159,6 +159,12 @@ def server_command(*, host: str, port: int) -> list[str]:
         "--flash-attn",
         settings.MODEL_SERVER_FLASH_ATTN,
         "--cont-batching",
+        # Small batches: a burst of new prompts is prefilled in steps of 256 tokens, with the
+        # running chats' next tokens in every step, so no reply stalls for the whole burst.
+        "--batch-size",
+        "256",
+        "--ubatch-size",
+        "256",
         "--cache-ram",
         "0",
         "--no-webui",
