@@ -234,10 +234,10 @@ async def test_quantized_replies_are_as_good_as_bf16(remote, real_model_dir):
     target = base_target(real_model_dir)
 
     async def replies(url: str) -> list[str]:
+        # One at a time: a batch's make-up changes both engines' float sums, and so their
+        # greedy text (bf16 against itself moved 0.04 in similarity between batched runs).
         with override_settings(MODEL_SERVER_URL=url):
-            results = await asyncio.gather(
-                *(collect(c["prompt"], target, settings_params) for c in cases)
-            )
+            results = [await collect(c["prompt"], target, settings_params) for c in cases]
         assert all(r[-1].kind == "done" for r in results), results
         return ["".join(e.text for e in r if e.kind == "token").strip() for r in results]
 
