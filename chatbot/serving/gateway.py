@@ -114,8 +114,18 @@ async def reply_stream(
     side: bool = False,
 ) -> AsyncIterator[Event]:
     """Yield token events, then one done (or error) event, for one chat. `side`: serve
-    `target` beside the active version (side_engine_for) instead of switching to it."""
+    `target` beside the active version (side_engine_for) instead of switching to it.
+
+    With MODEL_SERVER_URL set the model server generates (it serves any version it has, so
+    `side` changes nothing there); otherwise an engine in this process.
+    """
     params = params or default_params()
+    if settings.MODEL_SERVER_URL:
+        from chatbot.serving.remote import remote_reply_stream
+
+        async for event in remote_reply_stream(messages, target, params):
+            yield event
+        return
     choose = side_engine_for if side else engine_for
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[Event] = asyncio.Queue()

@@ -7,6 +7,7 @@ log = logging.getLogger(__name__)
 
 
 def warmup() -> None:
+    from django.conf import settings
     from django.db import close_old_connections
 
     from chatbot.serving import gateway
@@ -15,6 +16,9 @@ def warmup() -> None:
 
     try:
         target = active_serving_target()
+        if settings.MODEL_SERVER_URL:
+            _remote_warmup(target)
+            return
         engine = gateway.engine_for(target)
         probe = engine_timing_probe(
             engine, [{"role": "user", "content": "Hello"}], GenerationParams(max_new_tokens=2)
@@ -24,6 +28,22 @@ def warmup() -> None:
         log.exception("Model warm-up failed")
     finally:
         close_old_connections()
+
+
+def _remote_warmup(target) -> None:
+    """Load the tokenizer here and the version in the model server with a 2-token reply."""
+    import asyncio
+
+    from chatbot.serving.engine import GenerationParams
+    from chatbot.serving.remote import remote_reply_stream
+
+    async def probe() -> list:
+        params = GenerationParams(max_new_tokens=2)
+        messages = [{"role": "user", "content": "Hello"}]
+        return [event async for event in remote_reply_stream(messages, target, params)]
+
+    events = asyncio.run(probe())
+    log.info("Model server warm for v%s: %s", target.version_number, events[-1].kind)
 
 
 def warmup_all() -> None:
