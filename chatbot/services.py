@@ -21,6 +21,7 @@ from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish, frame_
 from chatbot.models import Conversation, Message
 from chatbot.selectors import conversation_history, message_frame_data
 from chatbot.serving import gateway
+from chatbot.serving.engine import Event
 from chatbot.serving.loading import ModelLoadError
 from chatbot.serving.versions import (
     ServingTarget,
@@ -246,7 +247,7 @@ async def _model_reply_stream(
         target = await database_sync_to_async(active_serving_target)()
         try:
             stream = gateway.reply_stream(messages, target)
-            event = await anext(stream)  # a load failure shows here, before any token
+            event: Event | None = await anext(stream)  # a load failure shows here, before any token
         except ModelLoadError as exc:
             rolled_back = await database_sync_to_async(serving_failure_rollback)(
                 target=target, error=str(exc)
@@ -273,7 +274,7 @@ async def _model_reply_stream(
                     raise RuntimeError(event.text)
                 event = await anext(stream, None)
         finally:
-            await stream.aclose()  # cancels the request if we stopped early
+            await stream.aclose()  # type: ignore[attr-defined]  # an async generator; cancels the request if we stopped early
         return target
     raise ModelLoadError("no version of the model could be loaded")
 

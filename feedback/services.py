@@ -107,7 +107,8 @@ def _require_agent(user) -> None:
 
 def status_frame(conversation: Conversation, review: ConversationReview) -> dict:
     agent = agent_display_name(review.handled_by) if review.handled_by_id else None
-    notice = STATUS_NOTICE[conversation.status].format(agent=agent or "An agent")
+    status = Conversation.Status(conversation.status)
+    notice = STATUS_NOTICE[status].format(agent=agent or "An agent")
     return {
         "type": "status",
         "conversation_id": str(conversation.id),
@@ -174,7 +175,7 @@ def handoff_check(*, message: Message) -> bool:
         .values_list("text", flat=True)
         .first()
     )
-    offered = bool(previous) and previous.endswith(EMPTY_REPLY_FALLBACK)
+    offered = previous is not None and previous.endswith(EMPTY_REPLY_FALLBACK)
     found = handoff_reason_for(message.text, human_offered=offered)
     if found is None:
         return False
@@ -554,7 +555,14 @@ def customer_data_delete(*, session_key: str, actor=None) -> dict:
         "regression_cases": cases,
         "snapshot_rows": snapshot_rows,
     }
-    audit_log(actor=actor, action=Action.CUSTOMER_DATA_DELETE, **counts)
+    audit_log(
+        actor=actor,
+        action=Action.CUSTOMER_DATA_DELETE,
+        conversations=len(ids),
+        messages=messages,
+        regression_cases=cases,
+        snapshot_rows=snapshot_rows,
+    )
     log.info("Deleted customer data: %s", counts)
     return counts
 
