@@ -51,6 +51,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def app_wait(base: str, *, tries: int = 600) -> None:
+    """Block until the app at `base` answers its chat page (0.2 s between tries)."""
+    for _ in range(tries):
+        try:
+            urllib.request.urlopen(base + "/", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"The app at {base} did not start")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -157,12 +168,7 @@ def main() -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(base + "/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+        app_wait(base, tries=300)
         time.sleep(3)  # let the warm-up load the model
         results = asyncio.run(run(base))
         results["server_peak_memory_mib"] = peak_memory_mib(server.pid)

@@ -31,7 +31,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_chat import QUESTIONS, free_port, percentile  # noqa: E402
+from benchmarks.bench_chat import QUESTIONS, app_wait, free_port, percentile  # noqa: E402
 
 LOST_SQL = """
 SELECT COUNT(*) FROM chatbot_message c JOIN chatbot_conversation v ON v.id = c.conversation_id
@@ -58,12 +58,7 @@ class Server:
             cwd=ROOT,
             env=self.env,
         )
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(self.base + "/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+        app_wait(self.base)
         time.sleep(3)  # the warm-up loads the model
 
     def kill(self) -> None:

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import websockets
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_chat import free_port, session_cookie  # noqa: E402
+from bench_chat import app_wait, free_port, session_cookie  # noqa: E402
 from loop_scenario import CONTROL, SHOP_NAME, SHOP_POLICIES, TOPICS  # noqa: E402
 
 SLOT = re.compile(r"\{\{[^}]*\}\}")
@@ -85,14 +84,7 @@ class Server:
             cwd=ROOT,
             env={**env, **extra},
         )
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(self.base + "/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("The app did not start")
+        app_wait(self.base)
 
     def stop(self) -> None:
         self.proc.terminate()
