@@ -165,6 +165,11 @@ def reply_admit(*, conversation_id: uuid.UUID | None, session_key: str) -> None:
         )
 
 
+def decoding_slots() -> int:
+    """Replies decoded at once: the model server's slots, or the in-process engine's batch."""
+    return settings.MODEL_SERVER_SLOTS if settings.MODEL_SERVER_URL else settings.SERVING_MAX_BATCH
+
+
 def bot_reply_start(*, conversation_id: uuid.UUID, session_key: str = "") -> asyncio.Task:
     """Start generating the bot's reply as a task of its own.
 
@@ -173,7 +178,7 @@ def bot_reply_start(*, conversation_id: uuid.UUID, session_key: str = "") -> asy
     the conversation hears its place in the queue first.
     """
     _replying[conversation_id] = session_key
-    ahead = len(_replying) - settings.SERVING_MAX_BATCH
+    ahead = len(_replying) - decoding_slots()
     task = asyncio.get_running_loop().create_task(
         bot_reply_generate(conversation_id=conversation_id, queue_position=max(0, ahead))
     )

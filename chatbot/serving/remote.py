@@ -114,7 +114,10 @@ async def remote_reply_stream(
     url = (url or settings.MODEL_SERVER_URL).rstrip("/")
     ids = await sync_to_async(prompt_ids, thread_sensitive=False)(messages, target, params)
     body = completion_request(ids, model_id(target), params)
-    timeout = httpx.Timeout(settings.MODEL_SERVER_CONNECT_TIMEOUT, read=None)
+    # The read timeout also bounds the wait for the answer's headers, which _relay's token
+    # timeouts do not cover: a server that accepts and never answers must not hang a reply.
+    read = max(settings.MODEL_SERVER_FIRST_TOKEN_TIMEOUT, settings.MODEL_SERVER_TOKEN_TIMEOUT)
+    timeout = httpx.Timeout(settings.MODEL_SERVER_CONNECT_TIMEOUT, read=read)
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
             for attempt in range(2):
