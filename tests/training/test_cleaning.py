@@ -116,6 +116,15 @@ def test_template_slots_are_filled_or_neutralised(settings):
     assert settings.SHOP_SUPPORT_HOURS in rewritten
 
 
+def test_without_a_shop_phone_the_phone_slot_names_a_real_contact_not_a_missing_number(settings):
+    settings.SHOP_SUPPORT_PHONE = ""
+    settings.SHOP_SUPPORT_EMAIL = "help@acme.test"
+    rewritten = slots_rewrite("You can reach them at {{Customer Support Phone Number}} or chat.")
+    assert rewritten == "You can reach them at help@acme.test or chat."
+    settings.SHOP_SUPPORT_EMAIL = ""
+    assert "live chat" in slots_rewrite("Call {{Customer Support Phone Number}}.")
+
+
 @pytest.mark.parametrize(
     "text",
     [
