@@ -80,7 +80,8 @@ class TrainConfig:
     )
     max_turn_chars: int = field(default=2000, metadata=_help("Drop examples with a longer turn."))
     near_duplicate_threshold: float = field(
-        default=0.95, metadata=_help("Cosine similarity at which two examples are duplicates.")
+        default=0.6,
+        metadata=_help("Word 3-shingle Jaccard similarity at which two examples are duplicates."),
     )
     # What trains (build_dataset): reviewed text, corrections weighted and paraphrased
     include_thumbs_up: bool = field(

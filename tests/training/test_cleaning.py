@@ -1,10 +1,28 @@
+import itertools
+import json
 import time
+from pathlib import Path
 
 import pytest
 
 from chatbot.pii import pii_find, pii_mask
-from training.data.cleaning import examples_clean, text_censor, text_is_abusive, text_is_garbled
+from training.config import train_config
+from training.data.cleaning import (
+    example_text,
+    examples_clean,
+    text_censor,
+    text_is_abusive,
+    text_is_garbled,
+)
+from training.data.near_duplicates import jaccard, near_duplicate_neighbours, text_shingles
 from training.data.slots import raw_slots, slots_rewrite
+
+SEED_CORPUS = Path(__file__).parents[2] / "training" / "seed_data" / "bitext-cs-2000.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _own_data_dir(data_dir):
+    """Caches (MinHash signatures) go to the test's own DATA_DIR."""
 
 
 def example(user: str, assistant: str, i: int = 0) -> dict:
@@ -20,7 +38,8 @@ def example(user: str, assistant: str, i: int = 0) -> dict:
 
 
 def clean(examples, **kwargs):
-    options = {"max_turn_chars": 500, "near_duplicate_threshold": 0.95, **kwargs}
+    threshold = train_config().near_duplicate_threshold
+    options = {"max_turn_chars": 500, "near_duplicate_threshold": threshold, **kwargs}
     return examples_clean(examples, **options)
 
 
@@ -58,6 +77,46 @@ def test_exact_and_near_duplicates_are_removed_but_distinct_examples_kept():
     assert [e["id"] for e in kept] == ["e1", "e5"]
     assert report["dropped"]["duplicate"] == 2
     assert report["dropped"]["near_duplicate"] == 1
+
+
+def shipped_rows() -> list[dict]:
+    with SEED_CORPUS.open(encoding="utf-8") as stream:
+        rows = [json.loads(line) for line in stream]
+    return [{**example(r["customer"], r["agent"]), "id": r["id"]} for r in rows]
+
+
+def test_near_copy_in_the_shipped_corpus_is_dropped_but_a_lookalike_with_another_meaning_kept():
+    by_id = {row["id"]: row for row in shipped_rows()}
+    # Two wordings of "cancel purchase [order id]" whose answers differ in a few words.
+    copies = [by_id["bitext-cs-0000"], by_id["bitext-cs-0015"]]
+    # The same answer template, but one customer wants platinum, the other freemium.
+    lookalikes = [by_id["bitext-cs-4108"], by_id["bitext-cs-4111"]]
+    kept, report = clean(copies + lookalikes, max_turn_chars=2000)
+    assert [e["id"] for e in kept] == ["bitext-cs-0000", "bitext-cs-4108", "bitext-cs-4111"]
+    assert report["dropped"]["near_duplicate"] == 1
+
+
+def test_lsh_finds_every_pair_that_exact_jaccard_finds():
+    texts = [example_text(row) for row in shipped_rows()[:600]]
+    shingles = [text_shingles(text) for text in texts]
+    for threshold in (0.4, 0.6):
+        exact = {
+            (i, j)
+            for i, j in itertools.combinations(range(len(texts)), 2)
+            if jaccard(shingles[i], shingles[j]) >= threshold
+        }
+        neighbours = near_duplicate_neighbours(texts, threshold=threshold)
+        found = {(i, j) for i, near in enumerate(neighbours) for j in near if i < j}
+        assert exact and found == exact
+
+
+def test_the_shipped_corpus_is_cleaned_in_seconds(data_dir):
+    rows = shipped_rows()
+    started = time.perf_counter()
+    kept, report = clean(rows, max_turn_chars=2000)
+    assert time.perf_counter() - started < 30  # ~4 s on two busy cores; MiniLM took 130-190 s
+    assert report["rows_in"] == 2000 and len(kept) > 1900
+    assert list((data_dir / "cache").glob("minhash-*.npz"))  # signatures kept for rebuilds
 
 
 def test_protected_rows_survive_duplicate_rules_and_win_over_unprotected_ones():

@@ -16,7 +16,7 @@ from training.data.paraphrase import (
     paraphrases_filter,
     paraphrases_generate,
 )
-from training.data.snapshot import dataset_build, snapshot_rows
+from training.data.snapshot import dataset_build, snapshot_rows, stable_fraction
 from training.models import SeedExample
 
 pytestmark = pytest.mark.django_db
@@ -111,6 +111,29 @@ def test_eval_set_is_frozen_disjoint_and_independent_of_seed_and_additions(
 
     third = rows(dataset_build(cfg=dataclasses.replace(cfg, include_thumbs_up=True), name="c"))
     assert "thumbs_up" in {r["source"] for r in third["train"] + third["validation"]}
+
+
+def test_near_copies_of_evaluation_rows_never_train(data_dir, seed_corpus, tiny_cfg):
+    """Each fixture question is asked three ways with one answer: near copies of each other
+    (word 3-shingle Jaccard 0.7-0.93). An evaluation row wins its group: the other wordings
+    leave training."""
+    cfg = dataclasses.replace(
+        tiny_cfg, eval_seed_share=0.3, near_duplicate_threshold=0.6, paraphrases_per_correction=0
+    )
+    snapshot = dataset_build(cfg=cfg, name="guard")
+    split = rows(snapshot)
+    drawn = {f"seed:test:{s.external_id}" for s in seed_corpus}
+    drawn = {i for i in drawn if stable_fraction(i, "eval") < cfg.eval_seed_share}
+    assert {c["id"] for c in split["eval"]} == drawn  # evaluation rows are never dropped
+    eval_answers = {c["expected"] for c in split["eval"]}
+    trained = split["train"] + split["validation"]
+    assert eval_answers and trained
+    assert not eval_answers & {r["messages"][-1]["content"] for r in trained}
+    # Every question is still somewhere: in evaluation, or once in training.
+    trained_answers = [r["messages"][-1]["content"] for r in trained]
+    assert len(eval_answers | set(trained_answers)) == 12
+    assert len(trained_answers) == len(set(trained_answers))
+    assert snapshot.report["dropped"]["near_duplicate"] == 36 - len(split["eval"]) - len(trained)
 
 
 def test_corrections_sharing_one_answer_all_train_weighted_never_deduplicated(

@@ -66,7 +66,7 @@ def examples_clean(
     """Apply every rule in order; return (kept examples, report).
 
     Dropped: empty turns, garbled turns, turns over `max_turn_chars`, abusive assistant
-    turns, exact duplicates, near duplicates (MiniLM cosine >= threshold). Changed, not
+    turns, exact duplicates, near duplicates (word 3-shingle Jaccard >= threshold). Changed, not
     dropped: line breaks normalised, PII masked, template slots rewritten, profanity in
     customer turns censored (the bot should still learn to answer a rude customer politely).
     `protected` examples (corrections, evaluation rows) obey the content rules but are never
@@ -166,23 +166,18 @@ DROP_RULES = ("empty", "garbled", "too_long", "abusive", "duplicate", "near_dupl
 def near_duplicates_drop(
     examples: list[dict], *, threshold: float, protected: list[bool] | None = None
 ) -> list[dict]:
-    """Drop every example whose embedding is >= threshold alike to an example kept before it;
-    `protected` ones (same order) are kept first and always, so they win their groups."""
+    """Drop every example whose word 3-shingle Jaccard similarity to an example kept before it
+    is >= threshold; `protected` ones (same order) are kept first and always, so they win
+    their groups."""
     protected = protected or [False] * len(examples)
     if len(examples) < 2 or all(protected):
         return examples
-    import faiss
+    from training.data.near_duplicates import near_duplicate_neighbours
 
-    from training.data.embed import texts_embed_cached
-
-    vectors = texts_embed_cached([example_text(e) for e in examples])
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    lims, _, ids = index.range_search(vectors, threshold)
+    neighbours = near_duplicate_neighbours([example_text(e) for e in examples], threshold=threshold)
     order = sorted(range(len(examples)), key=lambda i: not protected[i])
     kept: set[int] = set()
     for i in order:
-        neighbours = {int(j) for j in ids[lims[i] : lims[i + 1]]} - {i}
-        if protected[i] or not neighbours & kept:
+        if protected[i] or not neighbours[i] & kept:
             kept.add(i)
     return [e for i, e in enumerate(examples) if i in kept]
