@@ -17,17 +17,12 @@ from django.utils import timezone
 
 from chatbot.approved import services as approved
 from chatbot.approved.models import ApprovedAnswer
-from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish_on_commit
+from chatbot.handoff import handoff_record, status_publish
+from chatbot.live import AGENTS_GROUP, frame_publish_on_commit
 from chatbot.models import Conversation, Message
 from chatbot.pii import pii_mask
-from chatbot.services import (
-    EMPTY_REPLY_FALLBACK,
-    ChatInputError,
-    message_publish_on_commit,
-    message_text_clean,
-)
+from chatbot.services import ChatInputError, message_publish_on_commit, message_text_clean
 from feedback.agents import agent_display_name, is_agent
-from feedback.handoff import handoff_reason_for
 from feedback.models import (
     AgentNote,
     AuditEvent,
@@ -43,14 +38,7 @@ log = logging.getLogger(__name__)
 
 Status = Conversation.Status
 Action = AuditEvent.Action
-Reason = ConversationReview.HandoffReason
-
-STATUS_NOTICE = {
-    Status.BOT: "The assistant is answering again.",
-    Status.WAITING: "We're finding a person to help you. Please stay on this page.",
-    Status.AGENT: "{agent} from our support team has joined the chat.",
-    Status.CLOSED: "This conversation was closed. Thanks for chatting with us!",
-}
+Reason = Conversation.HandoffReason
 
 
 class ConsoleActionError(Exception):
@@ -105,31 +93,9 @@ def _require_agent(user) -> None:
         raise ConsoleActionError("forbidden", "Only support agents can do that.")
 
 
-def status_frame(conversation: Conversation, review: ConversationReview) -> dict:
-    agent = agent_display_name(review.handled_by) if review.handled_by_id else None
-    status = Conversation.Status(conversation.status)
-    notice = STATUS_NOTICE[status].format(agent=agent or "An agent")
-    return {
-        "type": "status",
-        "conversation_id": str(conversation.id),
-        "status": conversation.status,
-        "agent_name": agent,
-        "handoff_reason": review.handoff_reason or None,
-        "notice": notice,
-    }
-
-
-def status_frame_for(*, conversation_id) -> dict:
-    review, _ = ConversationReview.objects.select_related(
-        "conversation", "handled_by"
-    ).get_or_create(conversation_id=conversation_id)
-    return status_frame(review.conversation, review)
-
-
 def _status_publish(conversation: Conversation, review: ConversationReview) -> None:
-    frame = status_frame(conversation, review)
-    frame_publish_on_commit(conversation_group(conversation.id), frame)
-    frame_publish_on_commit(AGENTS_GROUP, frame)
+    agent = agent_display_name(review.handled_by) if review.handled_by_id else None
+    status_publish(conversation, agent_name=agent)
 
 
 def _review_publish(*, conversation_id, kind: str, actor, **extra) -> None:
@@ -142,45 +108,6 @@ def _review_publish(*, conversation_id, kind: str, actor, **extra) -> None:
         **extra,
     }
     frame_publish_on_commit(AGENTS_GROUP, frame)
-
-
-# --- handoff: customer and bot side ---------------------------------------------------------
-
-
-@transaction.atomic
-def human_request(*, conversation_id, reason: str, detail: str = "") -> bool:
-    """Mark the conversation as waiting for a human; False if a human is already involved."""
-    conversation, review = _locked(conversation_id)
-    if conversation.status in (Status.WAITING, Status.AGENT):
-        return False
-    conversation.status = Status.WAITING
-    conversation.save(update_fields=["status", "updated_at"])
-    review.handoff_reason = reason
-    review.handoff_detail = detail[:200]
-    review.handoff_at = timezone.now()
-    review.save(update_fields=["handoff_reason", "handoff_detail", "handoff_at"])
-    _status_publish(conversation, review)
-    return True
-
-
-def handoff_check(*, message: Message) -> bool:
-    """Apply the words rule to a stored customer message; True if a human was requested."""
-    previous = (
-        Message.objects.filter(
-            conversation_id=message.conversation_id,
-            role=Message.Role.BOT,
-            created_at__lte=message.created_at,
-        )
-        .order_by("-created_at")
-        .values_list("text", flat=True)
-        .first()
-    )
-    offered = previous is not None and previous.endswith(EMPTY_REPLY_FALLBACK)
-    found = handoff_reason_for(message.text, human_offered=offered)
-    if found is None:
-        return False
-    reason, detail = found
-    return human_request(conversation_id=message.conversation_id, reason=reason, detail=detail)
 
 
 # --- live handling by agents ---------------------------------------------------------------
@@ -200,13 +127,13 @@ def conversation_take_over(*, conversation_id, agent) -> Conversation:
         raise ConsoleActionError("closed", "This conversation is closed.")
     previous = conversation.status
     conversation.status = Status.AGENT
-    conversation.save(update_fields=["status", "updated_at"])
+    handoff_record(conversation, reason=Reason.AGENT)
+    conversation.save(
+        update_fields=["status", "handoff_reason", "handoff_detail", "handoff_at", "updated_at"]
+    )
     review.handled_by = agent
     if review.assigned_to_id is None:
         review.assigned_to = agent
-    if not review.handoff_reason:
-        review.handoff_reason = Reason.AGENT
-        review.handoff_at = timezone.now()
     review.save()
     audit_log(
         actor=agent, action=Action.TAKE_OVER, conversation_id=conversation.id, previous=previous

@@ -1,7 +1,7 @@
 import pytest
-from django.utils import timezone
 
-from chatbot.models import Conversation, Message
+from chatbot.models import Conversation
+from tests.helpers import conversation_make
 
 PASSWORD = "s3cret-Agent-pass"
 
@@ -36,18 +36,7 @@ def make_conversation(db):
     """A conversation from (role, text) turns; returns (conversation, [messages])."""
 
     def make(turns, *, session_key="customer-1", status=Conversation.Status.BOT):
-        conversation = Conversation.objects.create(session_key=session_key, status=status)
-        start = timezone.now()
-        messages = [
-            Message.objects.create(
-                conversation=conversation,
-                role=role,
-                text=text,
-                created_at=start + timezone.timedelta(seconds=i),
-            )
-            for i, (role, text) in enumerate(turns)
-        ]
-        return conversation, messages
+        return conversation_make(turns, session_key=session_key, status=status)
 
     return make
 
