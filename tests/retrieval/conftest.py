@@ -16,11 +16,11 @@ def celery_eager():
 
 
 def kb_load_demo() -> None:
-    from chatbot.knowledge import services
+    from chatbot.knowledge import services, store
 
     for article, _ in services.kb_import_dir(folder=DEMO_KB):
-        services.article_passages_refresh(article_id=article.pk)
-    services.index_sync()
+        store.article_passages_refresh(article_id=article.pk)
+    store.index_sync()
 
 
 @pytest.fixture
