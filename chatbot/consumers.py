@@ -22,10 +22,12 @@ def _conversation_for(session_key, conversation_id):
 
 def _history_frame(conversation) -> dict:
     messages = selectors.conversation_messages(conversation=conversation) if conversation else []
+    status = conversation.status if conversation else "bot"
     return {
         "type": "history",
         "conversation_id": str(conversation.id) if conversation else None,
-        "status": conversation.status if conversation else "bot",
+        "status": status,
+        "notice": handoff.status_notice(status),
         "messages": [selectors.message_frame_data(m) for m in messages],
     }
 
