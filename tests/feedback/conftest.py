@@ -1,19 +1,7 @@
 import pytest
 
 from chatbot.models import Conversation
-from tests.helpers import conversation_make
-
-PASSWORD = "s3cret-Agent-pass"
-
-
-def login_cookie(user) -> str:
-    """A session id for `user`, as the browser would carry after logging in."""
-    from django.conf import settings
-    from django.test import Client
-
-    client = Client()
-    client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
+from tests.helpers import PASSWORD, conversation_make, ws_headers
 
 
 @pytest.fixture
@@ -50,7 +38,6 @@ async def agent_socket(chat_socket):
     from channels.testing import WebsocketCommunicator
 
     from chatbot.asgi import application
-    from tests.conftest import ws_headers
 
     opened = []
 

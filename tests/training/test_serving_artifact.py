@@ -5,7 +5,7 @@ from channels.db import database_sync_to_async
 
 from chatbot.models import Message
 from chatbot.serving import gateway
-from tests.conftest import frames_until
+from tests.helpers import frames_until
 from training.data.snapshot import dataset_build
 from training.models import ModelVersion
 from training.registry import active_version, version_create, version_promote
