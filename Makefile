@@ -72,14 +72,15 @@ test: install chromium llama-server
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: install
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m "not e2e and not browser" $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m "not e2e and not browser and not slow" $(PYTEST_ARGS)
 
 # ruff (lint and format) on everything; mypy with django-stubs on the files listed under
-# [tool.mypy] in pyproject.toml.
+# [tool.mypy] in pyproject.toml; the import contracts under [tool.importlinter].
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # The model server (raw llama-server vs through the gateway), then the WebSocket path with the
 # in-process engine.

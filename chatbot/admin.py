@@ -2,7 +2,6 @@ from django.contrib import admin
 
 from chatbot.knowledge import services as knowledge
 from chatbot.models import ApprovedAnswer, Article, Conversation, Message, Passage
-from feedback.admin import customer_data_delete_action
 
 
 class MessageInline(admin.TabularInline):
@@ -41,17 +40,23 @@ class RecordAdmin(ViewOnlyAdmin):
 
 @admin.register(Conversation)
 class ConversationAdmin(ViewOnlyAdmin):
-    list_display = ("id", "status", "created_at", "updated_at", "message_count")
-    list_filter = ("status",)
+    """(feedback/admin.py adds the action that deletes a customer's data.)"""
+
+    list_display = ("id", "status", "handoff_reason", "created_at", "updated_at", "message_count")
+    list_filter = ("status", "handoff_reason")
     search_fields = ("id", "messages__text")
     # Never session_key: it is the customer's live session cookie.
-    fields = ("id", "status", "created_at", "updated_at")
+    fields = (
+        "id",
+        "status",
+        "handoff_reason",
+        "handoff_detail",
+        "handoff_at",
+        "created_at",
+        "updated_at",
+    )
     readonly_fields = fields
     inlines = [MessageInline]
-    actions = [customer_data_delete_action]
-
-    def has_delete_customer_data_permission(self, request) -> bool:
-        return request.user.has_perm("chatbot.delete_customer_data")
 
     def has_delete_permission(self, request, obj=None):
         # Deleting goes through the customer-data action (snapshots and exports too).

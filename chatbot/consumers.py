@@ -6,12 +6,10 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chatbot import selectors, services
+from chatbot import handoff, selectors, services
 from chatbot.live import conversation_group
 from chatbot.ratelimit import SharedLimit, SlidingWindowLimit, shared_limits_hit
 from chatbot.sockets import JsonFrameConsumer
-from feedback import services as feedback_services
-from feedback.models import ConversationReview
 
 log = logging.getLogger(__name__)
 
@@ -24,28 +22,21 @@ def _conversation_for(session_key, conversation_id):
 
 def _history_frame(conversation) -> dict:
     messages = selectors.conversation_messages(conversation=conversation) if conversation else []
+    status = conversation.status if conversation else "bot"
     return {
         "type": "history",
         "conversation_id": str(conversation.id) if conversation else None,
-        "status": conversation.status if conversation else "bot",
+        "status": status,
+        "notice": handoff.status_notice(status),
         "messages": [selectors.message_frame_data(m) for m in messages],
     }
 
 
-def _log_customer_message(session_key, conversation, text):
-    if conversation is None:
-        conversation = services.conversation_start(session_key=session_key)
-    message = services.customer_message_log(conversation=conversation, text=text)
-    handed_off = feedback_services.handoff_check(message=message)
-    answer = services.bot_should_answer(conversation_id=conversation.id)
-    status = (
-        feedback_services.status_frame_for(conversation_id=conversation.id) if handed_off else None
-    )
-    return conversation, message, answer, status
-
-
 class ChatConsumer(JsonFrameConsumer):
-    """Thin: parse a frame, call a service, relay live frames from the conversation group."""
+    """Thin: parse a frame, call a service, relay live frames from the conversation group.
+
+    The customer's ratings arrive on this socket too: feedback.consumers adds them
+    (routing serves that subclass)."""
 
     conversation = None
 
@@ -88,8 +79,8 @@ class ChatConsumer(JsonFrameConsumer):
     async def frame_received(self, frame: dict, kind: str) -> None:
         if kind == "customer_message":
             await self.customer_message(frame.get("text"))
-        elif kind in self.feedback_frames:
-            await getattr(self, kind)(frame)
+        elif kind == "request_human":
+            await self.request_human()
         else:
             await self.unknown_type(kind)
 
@@ -117,10 +108,11 @@ class ChatConsumer(JsonFrameConsumer):
         if wait:
             await self.rate_limited(wait)
             return
-        conversation, _message, answer, status = await database_sync_to_async(
-            _log_customer_message
-        )(self.session_key, self.conversation, text)
-        if self.conversation is None:
+        received = await database_sync_to_async(services.customer_message_receive)(
+            session_key=self.session_key, conversation=self.conversation, text=text
+        )
+        conversation = received.conversation
+        if received.started:
             await self.join(conversation)
             await self.send_json(
                 {"type": "conversation", "conversation_id": str(conversation.id), "status": "bot"}
@@ -129,12 +121,12 @@ class ChatConsumer(JsonFrameConsumer):
             await self.send_json(
                 {
                     "type": "message",
-                    **await database_sync_to_async(selectors.message_frame_data)(_message),
+                    **await database_sync_to_async(selectors.message_frame_data)(received.message),
                 }
             )
-            if status:  # the customer asked for a human in their first message
-                await self.send_json(status)
-        if answer:
+            if received.status:  # the customer asked for a human in their first message
+                await self.send_json(received.status)
+        if received.answer:
             services.bot_reply_start(conversation_id=conversation.id, session_key=self.session_key)
 
     def shared_limits(self) -> list[SharedLimit]:
@@ -164,11 +156,7 @@ class ChatConsumer(JsonFrameConsumer):
             retry_after=round(wait, 1),
         )
 
-    # --- asking for a human and rating (feedback app) -------------------------------------
-
-    feedback_frames = ("request_human", "rate_conversation", "rate_message")
-
-    async def request_human(self, frame) -> None:
+    async def request_human(self) -> None:
         if self.conversation is None:
             conversation = await database_sync_to_async(services.conversation_start)(
                 session_key=self.session_key
@@ -178,38 +166,8 @@ class ChatConsumer(JsonFrameConsumer):
                 {"type": "conversation", "conversation_id": str(conversation.id), "status": "bot"}
             )
         # The status frame reaches this socket through the conversation group.
-        await database_sync_to_async(feedback_services.human_request)(
+        await database_sync_to_async(handoff.human_request)(
             conversation_id=self.conversation.id,
-            reason=ConversationReview.HandoffReason.CUSTOMER_ASKED,
+            reason=handoff.Reason.CUSTOMER_ASKED,
             detail="pressed the button",
         )
-
-    async def rate_conversation(self, frame) -> None:
-        await self.feedback_call(
-            feedback_services.customer_conversation_rate,
-            {"target": "conversation", "score": frame.get("score")},
-            score=frame.get("score"),
-        )
-
-    async def rate_message(self, frame) -> None:
-        await self.feedback_call(
-            feedback_services.customer_message_rate,
-            {
-                "target": "message",
-                "message_id": frame.get("message_id"),
-                "value": frame.get("value"),
-            },
-            message_id=frame.get("message_id"),
-            value=frame.get("value"),
-        )
-
-    async def feedback_call(self, service, saved: dict, **kwargs) -> None:
-        if self.conversation is None:
-            await self.error("no_conversation", "There is no conversation to rate yet.")
-            return
-        try:
-            await database_sync_to_async(service)(conversation_id=self.conversation.id, **kwargs)
-        except feedback_services.ConsoleActionError as exc:
-            await self.error(exc.code, exc.detail)
-            return
-        await self.send_json({"type": "rating_saved", **saved})

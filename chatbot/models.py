@@ -12,10 +12,20 @@ class Conversation(models.Model):
         AGENT = "agent", "With an agent"
         CLOSED = "closed", "Closed"
 
+    class HandoffReason(models.TextChoices):
+        CUSTOMER_ASKED = "customer_asked", "Customer asked for a human"
+        BOT_UNSURE = "bot_unsure", "Bot unsure"
+        FLAGGED_WORDS = "flagged_words", "Flagged words"
+        AGENT = "agent", "Agent took over"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # The customer's browser session: the only key that grants access to the conversation.
     session_key = models.CharField(max_length=64, db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.BOT)
+    # Why and when a human was first brought in (chatbot/handoff.py, or an agent's takeover).
+    handoff_reason = models.CharField(max_length=20, choices=HandoffReason.choices, blank=True)
+    handoff_detail = models.CharField(max_length=200, blank=True)
+    handoff_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 

@@ -2,10 +2,10 @@
 
 from django.urls import path
 
-from chatbot.consumers import ChatConsumer
-from feedback.consumers import AgentConsumer
+from feedback.consumers import AgentConsumer, CustomerChatConsumer
 
 websocket_urlpatterns = [
-    path("ws/chat/", ChatConsumer.as_asgi()),
+    # The chat socket (chatbot.consumers.ChatConsumer) with the customer's ratings (feedback).
+    path("ws/chat/", CustomerChatConsumer.as_asgi()),
     path("ws/agent/", AgentConsumer.as_asgi()),
 ]

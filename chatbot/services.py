@@ -17,6 +17,7 @@ from django.utils import timezone
 from chatbot.approved.services import answer_used
 from chatbot.approved.store import AnswerMatch
 from chatbot.grounding import grounding_find
+from chatbot.handoff import EMPTY_REPLY_FALLBACK, handoff_check, status_frame
 from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish, frame_publish_on_commit
 from chatbot.models import Conversation, Message
 from chatbot.selectors import conversation_history, message_frame_data
@@ -135,10 +136,34 @@ def bot_should_answer(*, conversation_id) -> bool:
     return Conversation.objects.filter(pk=conversation_id, status=Conversation.Status.BOT).exists()
 
 
-EMPTY_REPLY_FALLBACK = (
-    "I'm sorry, I don't have a good answer to that. Would you like me to connect you "
-    "with a human agent?"
-)
+@dataclass
+class CustomerMessageReceived:
+    conversation: Conversation
+    message: Message
+    started: bool  # the message started the conversation
+    answer: bool  # the bot answers it (no human is involved)
+    status: dict | None  # the status frame, when the message brought in a human
+
+
+def customer_message_receive(
+    *, session_key: str, conversation: Conversation | None, text: str
+) -> CustomerMessageReceived:
+    """Everything a customer's message does before the reply: start the conversation if
+    there is none, store the message, hand over to a human if its words call for one
+    (chatbot/handoff.py), and decide whether the bot answers."""
+    started = conversation is None
+    if conversation is None:
+        conversation = conversation_start(session_key=session_key)
+    message = customer_message_log(conversation=conversation, text=text)
+    handed_off = handoff_check(message=message)
+    return CustomerMessageReceived(
+        conversation=conversation,
+        message=message,
+        started=started,
+        answer=bot_should_answer(conversation_id=conversation.id),
+        status=status_frame(handed_off) if handed_off else None,
+    )
+
 
 # Conversations with a reply being generated (or queued) in this process, each with the
 # customer's session, and the tasks doing it.

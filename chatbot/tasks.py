@@ -1,29 +1,10 @@
 """Celery tasks of the chat app (thin: each calls one service)."""
 
 from celery import shared_task
-from celery.signals import worker_ready
 
-
-@shared_task(acks_late=True, time_limit=600, soft_time_limit=540)
-def knowledge_article_index(article_id: int) -> dict:
-    """Re-embed a changed article and sync the faiss index (idempotent)."""
-    from chatbot.knowledge.services import article_index
-
-    return vars(article_index(article_id=article_id))
-
-
-@shared_task(acks_late=True, time_limit=600, soft_time_limit=540)
-def knowledge_index_sync(rebuild: bool = False) -> dict:
-    """Bring the index file in line with the database; also run periodically and at
-    worker start, so a missing, corrupt or stale index is repaired without anyone asking."""
-    from chatbot.knowledge.services import index_sync
-
-    return vars(index_sync(rebuild=rebuild))
-
-
-@worker_ready.connect
-def _knowledge_index_check_at_start(sender, **kwargs) -> None:
-    sender.app.send_task("chatbot.tasks.knowledge_index_sync")
+# The knowledge base's tasks live beside it; importing them here registers them with Celery
+# (autodiscovery looks in each app's tasks module only).
+from chatbot.knowledge.tasks import knowledge_article_index, knowledge_index_sync  # noqa: F401
 
 
 @shared_task(name="chatbot.tasks.pending_replies_settle")

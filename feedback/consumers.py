@@ -1,8 +1,9 @@
-"""The agent console socket at /ws/agent/ (protocol in README.md).
+"""The agent console socket at /ws/agent/, and the customer's ratings on the chat socket
+at /ws/chat/ (protocol in README.md).
 
-Only support agents get in; everyone else's handshake is refused. Every agent hears the
-agents group (new conversations, messages, status changes, review activity) and, while
-watching one conversation, that conversation's group (the bot's tokens as they stream).
+Only support agents get into the console; everyone else's handshake is refused. Every agent
+hears the agents group (new conversations, messages, status changes, review activity) and,
+while watching one conversation, that conversation's group (the bot's tokens as they stream).
 """
 
 import time
@@ -14,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.base import SessionBase
 
 from chatbot import selectors as chat_selectors
+from chatbot.consumers import ChatConsumer
 from chatbot.live import AGENTS_GROUP, conversation_group
 from chatbot.models import Conversation
 from chatbot.sockets import JsonFrameConsumer
@@ -155,3 +157,40 @@ def _uuid(value) -> UUID | None:
         return UUID(str(value))
     except ValueError:
         return None
+
+
+class CustomerChatConsumer(ChatConsumer):
+    """The customer's chat socket (chatbot.consumers.ChatConsumer) with the customer's own
+    feedback: rating the conversation and thumbs on a bot reply."""
+
+    async def frame_received(self, frame: dict, kind: str) -> None:
+        if kind == "rate_conversation":
+            await self.feedback_call(
+                services.customer_conversation_rate,
+                {"target": "conversation", "score": frame.get("score")},
+                score=frame.get("score"),
+            )
+        elif kind == "rate_message":
+            await self.feedback_call(
+                services.customer_message_rate,
+                {
+                    "target": "message",
+                    "message_id": frame.get("message_id"),
+                    "value": frame.get("value"),
+                },
+                message_id=frame.get("message_id"),
+                value=frame.get("value"),
+            )
+        else:
+            await super().frame_received(frame, kind)
+
+    async def feedback_call(self, service, saved: dict, **kwargs) -> None:
+        if self.conversation is None:
+            await self.error("no_conversation", "There is no conversation to rate yet.")
+            return
+        try:
+            await database_sync_to_async(service)(conversation_id=self.conversation.id, **kwargs)
+        except services.ConsoleActionError as exc:
+            await self.error(exc.code, exc.detail)
+            return
+        await self.send_json({"type": "rating_saved", **saved})

@@ -12,13 +12,8 @@ AGENT_GROUP_NAME = "Support agents"
 
 
 class ConversationReview(models.Model):
-    """Per-conversation handling state: who holds it, why it was handed off, reviews."""
-
-    class HandoffReason(models.TextChoices):
-        CUSTOMER_ASKED = "customer_asked", "Customer asked for a human"
-        BOT_UNSURE = "bot_unsure", "Bot unsure"
-        FLAGGED_WORDS = "flagged_words", "Flagged words"
-        AGENT = "agent", "Agent took over"
+    """Per-conversation handling by agents: who holds it, who it is assigned to, reviews,
+    the customer's rating. (Why it was handed off is on the Conversation.)"""
 
     conversation = models.OneToOneField(
         Conversation, on_delete=models.CASCADE, related_name="review", primary_key=True
@@ -38,9 +33,6 @@ class ConversationReview(models.Model):
         on_delete=models.SET_NULL,
         related_name="assigned_conversations",
     )
-    handoff_reason = models.CharField(max_length=20, choices=HandoffReason.choices, blank=True)
-    handoff_detail = models.CharField(max_length=200, blank=True)
-    handoff_at = models.DateTimeField(null=True, blank=True)
     reviewed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

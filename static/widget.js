@@ -68,13 +68,18 @@
   if (data.position === "left") host.classList.add("left");
   if (/^#[0-9a-f]{3,8}$/i.test(data.color || "")) host.style.setProperty("--accent", data.color);
 
+  // The chat client: live.js (socket and bubbles), then chat.js, from the bot's origin.
+  function loadScript(name, done) {
+    const script = document.createElement("script");
+    script.src = `${server}/static/chatbot/${name}`;
+    script.onload = done;
+    script.onerror = () => { part(".chat-error").textContent = "The chat could not be loaded."; part(".chat-error").hidden = false; };
+    document.head.append(script);
+  }
+
   function loadClient(done) {
     if (window.ShopBotChat) { done(); return; }
-    const client = document.createElement("script");
-    client.src = `${server}/static/chatbot/chat.js`;
-    client.onload = done;
-    client.onerror = () => { part(".chat-error").textContent = "The chat could not be loaded."; part(".chat-error").hidden = false; };
-    document.head.append(client);
+    loadScript("live.js", () => loadScript("chat.js", done));
   }
 
   let mounted = false;

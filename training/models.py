@@ -81,7 +81,7 @@ class TrainingRun(models.Model):
     )
     requested_by = models.CharField(max_length=150)
     trigger = models.CharField(max_length=32, default="manual")  # manual | schedule | cli
-    # data | train | evaluate_candidate | evaluate_active | gate | done (training.runs.STAGES)
+    # data | train | evaluate_candidate | evaluate_active | gate | done (training.selectors.STAGES)
     stage = models.CharField(max_length=32, blank=True)
     stage_started_at = models.DateTimeField(null=True, blank=True)
     stage_timings = models.JSONField(default=dict, blank=True)  # {stage: seconds} when done

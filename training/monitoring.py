@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.mail import mail_admins
 from django.db.models import Avg, Q
 
-from chatbot.models import Message
+from chatbot.models import Conversation, Message
 from training.models import ModelVersion
 from training.registry import version_rollback
 
@@ -62,7 +62,10 @@ def version_live_numbers(version: ModelVersion, *, since=None, until=None) -> Li
         thumbs_down_share=count(Q(ratings__source="customer", ratings__value="bad")) / total
         if total
         else 0.0,
-        handoff_share=reviews.filter(handoff_at__isnull=False).count() / conversations
+        handoff_share=Conversation.objects.filter(
+            pk__in=conversation_ids, handoff_at__isnull=False
+        ).count()
+        / conversations
         if conversations
         else 0.0,
         correction_share=count(Q(corrections__isnull=False)) / total if total else 0.0,

@@ -44,9 +44,19 @@ def snapshot_build() -> DatasetSnapshot:
     return snapshot
 
 
-def _adapter_or_none(version: ModelVersion) -> str | None:
-    path = version.artifact_path
-    return path if path and (Path(path) / "adapter_config.json").exists() else None
+def starting_point(parent: ModelVersion, *, incremental: bool) -> tuple[str | None, str]:
+    """(parent adapter or None, base model folder) of a run from `parent`: its adapter when
+    it has one and the run is `incremental`, else the base model alone. The `train` command
+    and the retraining run both start here."""
+    adapter: str | None = parent.artifact_path
+    if not (incremental and adapter and (Path(adapter) / "adapter_config.json").exists()):
+        adapter = None
+    return adapter, serving_target(parent).base_path
+
+
+def artifact_dir(name: str) -> Path:
+    """A new artifact folder's path under ARTIFACTS_DIR: `<name>-<UTC time>`."""
+    return Path(settings.ARTIFACTS_DIR) / f"{name}-{timezone.now():%Y%m%d-%H%M%S}"
 
 
 def train(
@@ -63,8 +73,8 @@ def train(
     from training.train import finetune
 
     cfg = train_config(**(overrides or {}))
-    target = serving_target(parent)
-    output = Path(settings.ARTIFACTS_DIR) / f"v{version_number}-{datetime.now():%Y%m%d%H%M%S}"
+    parent_artifact, base_path = starting_point(parent, incremental=cfg.incremental)
+    output = artifact_dir(f"v{version_number}")
     output.parent.mkdir(parents=True, exist_ok=True)
 
     def report(event: dict) -> None:
@@ -81,15 +91,15 @@ def train(
     result = finetune(
         cfg,
         snapshot_id=snapshot.pk,
-        base_path=target.base_path,
+        base_path=base_path,
         output_dir=output,
-        parent_artifact=_adapter_or_none(parent) if cfg.incremental else None,
+        parent_artifact=parent_artifact,
         progress=report,
     )
     metrics = {**result.metrics, "steps": result.steps, "stopped_early": result.stopped_early}
     return TrainOutcome(
         artifact_path=result.artifact_path,
-        base_path=target.base_path,
+        base_path=base_path,
         config=result.config or cfg.to_dict(),
         metrics=metrics,
     )

@@ -1,15 +1,28 @@
-"""Reading and seeding the model-version registry."""
+"""Reading and seeding the model-version registry, and its transitions (promote, reject,
+roll back). Serving reads it through `active_version` and `load_failure_rollback` (this
+module is what training/apps.py connects as chatbot.serving.versions.VersionRegistry)."""
+
+import logging
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from training.models import ModelVersion
 
+log = logging.getLogger(__name__)
+
+
+def active_version() -> ModelVersion | None:
+    """The version in service (a read). Never None once migrated: see `base_version_ensure`."""
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+
 
 def base_version_ensure() -> ModelVersion:
     """Return the active version, registering the configured base model as v1 if the
-    registry is empty. An empty artifact_path means "the configured base model"."""
-    active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+    registry is empty. An empty artifact_path means "the configured base model".
+
+    Run after every `migrate` (and test flush: training/apps.py), so serving only reads."""
+    active = active_version()
     if active:
         return active
     try:
@@ -26,7 +39,7 @@ def base_version_ensure() -> ModelVersion:
             )
     except IntegrityError:
         version = ModelVersion.objects.get(number=1)
-    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first() or version
+    return active_version() or version
 
 
 class RegistryError(Exception):
@@ -190,3 +203,27 @@ def version_rollback(*, actor: str, reason: str, to_version_id: int | None = Non
         _event(active, "rolled_back", actor, f"to v{target.number}: {reason}")
     _event(target, "promoted", actor, f"rollback: {reason}")
     return target
+
+
+def load_failure_rollback(*, version_id: int, error: str) -> bool:
+    """Version `version_id` failed to load in serving: put the version before it back in
+    service (the gateway still holds its engine), recording why. True when a retry makes
+    sense (rolled back now, or already by a concurrent reply); False when there is nothing
+    earlier to serve."""
+    with transaction.atomic():
+        active = (
+            ModelVersion.objects.select_for_update()
+            .filter(status=ModelVersion.Status.ACTIVE)
+            .first()
+        )
+        if active is None or active.pk != version_id:
+            return active is not None
+        try:
+            restored = version_rollback(
+                actor="serving", reason=f"v{active.number} failed to load: {error}"
+            )
+        except RegistryError as exc:
+            log.error("v%s failed to load and cannot be rolled back: %s", active.number, exc)
+            return False
+    log.error("v%s failed to load (%s); rolled back to v%s", active.number, error, restored.number)
+    return True

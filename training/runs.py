@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -30,6 +31,10 @@ from training.registry import (
 )
 
 log = logging.getLogger(__name__)
+
+# training/tasks.py registers the training task under this name; runs are sent to it by name
+# because tasks.py calls into this module (no import circle).
+RETRAIN_TASK = "training.tasks.retrain"
 
 
 class TrainingBusy(Exception):
@@ -77,10 +82,8 @@ def run_request(
         raise TrainingBusy(run_unfinished()) from exc
 
     def enqueue() -> None:
-        from training.tasks import retrain
-
         try:
-            result = retrain.apply_async(args=[run.pk], queue="training")
+            result = current_app.send_task(RETRAIN_TASK, args=[run.pk], queue="training")
         except Exception as exc:  # noqa: BLE001 - a broker outage must not block retraining
             log.exception("Could not queue training run %s", run.pk)
             TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(

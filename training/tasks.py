@@ -7,7 +7,7 @@ from training import runs
 
 
 @shared_task(
-    name="training.tasks.retrain",
+    name=runs.RETRAIN_TASK,
     acks_late=True,
     # Training owns the worker for a while; the limits stop a stuck run for good.
     soft_time_limit=60 * 60 * 3,

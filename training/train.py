@@ -256,6 +256,8 @@ def sft_trainer_build(
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         weight_decay=cfg.weight_decay,
+        # Not a slip: a float below 1 is a share of the total steps (transformers 5 folded
+        # warmup_ratio into warmup_steps).
         warmup_steps=cfg.warmup_ratio,
         lr_scheduler_type=cfg.lr_scheduler,
         max_grad_norm=cfg.max_grad_norm,
@@ -501,17 +503,3 @@ def _dpo_run(cfg, model, tokenizer, pairs, system, work, bf16, progress) -> dict
             if "loss" in e
         ],
     }
-
-
-def active_starting_point() -> tuple[str | None, str]:
-    """(parent adapter or None, base model path) of the version in service: each run starts
-    from it. The base model's own version (empty artifact_path) means "no parent"."""
-    from chatbot.serving.versions import serving_target
-    from training.registry import base_version_ensure
-
-    version = base_version_ensure()
-    target = serving_target(version)
-    parent = version.artifact_path or None
-    if parent and not (Path(parent) / "adapter_config.json").exists():
-        parent = None
-    return parent, target.base_path

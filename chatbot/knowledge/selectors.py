@@ -1,27 +1,17 @@
-"""Reading the knowledge base: nearest passages to a question, checked against the database.
-
-Each process keeps the index file it last loaded and reloads it when the file changes
-(a stat per search). The first search in a process first syncs the index with the
-database, so an index that is missing, corrupt or stale at start is repaired before use.
-"""
+"""Reading the knowledge base: nearest passages to a question, checked against the database
+(the index itself, this process's copy included, is knowledge/store.py's)."""
 
 import logging
-import os
-import threading
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 
-from chatbot.knowledge.index import IndexUnreadable, KnowledgeIndex, index_load, index_search
+from chatbot.knowledge.index import index_search
 from chatbot.knowledge.models import Passage
+from chatbot.knowledge.store import loaded_index
 
 log = logging.getLogger(__name__)
-
-_cache: dict[str, tuple[tuple | None, KnowledgeIndex]] = {}
-_checked: set[str] = set()
-_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -32,49 +22,6 @@ class Hit:
     kind: str
     text: str
     score: float
-
-
-def _signature(path: Path) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def index_cache_put(path: Path, current: KnowledgeIndex) -> None:
-    with _lock:
-        _cache[str(path)] = (_signature(path), current)
-        _checked.add(str(path))
-
-
-def index_cache_clear() -> None:
-    with _lock:
-        _cache.clear()
-        _checked.clear()
-
-
-def loaded_index() -> KnowledgeIndex:
-    """This process's index, synced with the database on first use, reloaded on change."""
-    from chatbot.knowledge.services import index_path, index_sync
-
-    path = index_path()
-    key = str(path)
-    if key not in _checked:
-        index_sync()  # caches the result
-    signature = _signature(path)
-    cached = _cache.get(key)
-    if cached and cached[0] == signature:
-        return cached[1]
-    try:
-        current = index_load(path)
-    except IndexUnreadable as exc:
-        log.warning("Knowledge index unreadable (%s): rebuilding", exc)
-        index_sync(rebuild=True)
-        return _cache[key][1]
-    with _lock:
-        _cache[key] = (signature, current)
-    return current
 
 
 def passages_for_vector(vector: np.ndarray, *, k: int, min_score: float) -> list[Hit]:

@@ -105,10 +105,13 @@ def gguf_ensure(target: ServingTarget) -> Path:
             return hf_to_gguf(Path(merged), out, quant=settings.MODEL_SERVER_QUANT)
 
 
+def model_id(target: ServingTarget) -> str:
+    """The name the model server knows a version by (its GGUF file's stem)."""
+    return f"v{target.version_number}"
+
+
 def model_link(target: ServingTarget) -> Path:
     """Make the version's GGUF and link it into the router's directory as `v<N>.gguf`."""
-    from chatbot.serving.remote import model_id
-
     source = gguf_ensure(target)
     models = Path(settings.MODEL_SERVER_MODELS_DIR)
     models.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from chatbot.prompting import prompt_fit
 from chatbot.serving.engine import Event, GenerationParams
+from chatbot.serving.model_server import model_id, model_publish
 from chatbot.serving.versions import ServingTarget
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,6 @@ DRY_MULTIPLIER = 0.8
 
 class ModelServerError(RuntimeError):
     """The model server could not be reached or answered with an error."""
-
-
-def model_id(target: ServingTarget) -> str:
-    """The name the model server knows a version by (its GGUF file's stem)."""
-    return f"v{target.version_number}"
 
 
 def _tokenizer(path: str):
@@ -108,8 +104,6 @@ async def remote_reply_stream(
     """Yield token events, then one done or error event, streamed from the model server."""
     import httpx
     from asgiref.sync import sync_to_async
-
-    from chatbot.serving.model_server import model_publish
 
     url = (url or settings.MODEL_SERVER_URL).rstrip("/")
     ids = await sync_to_async(prompt_ids, thread_sensitive=False)(messages, target, params)

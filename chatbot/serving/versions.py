@@ -1,16 +1,16 @@
-"""The serving side of model versions: which folder serves which version."""
+"""The serving side of model versions: which folder serves which version.
 
-import logging
+Serving reads the registry (training's) through one small interface, `VersionRegistry`:
+the active version, read only, and the rollback when a version fails to load. The training
+app connects its implementation when Django starts (training/apps.py), so chatbot never
+imports training.
+"""
+
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from django.conf import settings
-from django.db import transaction
-
-from training.models import ModelVersion
-from training.registry import RegistryError, base_version_ensure, version_rollback
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,16 @@ def base_model_path() -> Path:
     return default_model_convert(Path(settings.DEFAULT_MODEL_DIR))
 
 
-def serving_target(version: ModelVersion) -> ServingTarget:
+class Version(Protocol):
+    """A registered model version as serving sees it (training.models.ModelVersion)."""
+
+    pk: int
+    number: int
+    artifact_path: str
+    base_path: str
+
+
+def serving_target(version: Version) -> ServingTarget:
     base = str(base_model_path())
     return ServingTarget(
         version_id=version.pk,
@@ -40,29 +49,42 @@ def serving_target(version: ModelVersion) -> ServingTarget:
     )
 
 
+class VersionRegistry(Protocol):
+    def active_version(self) -> Version | None:
+        """The version in service; None only before the registry has any (read only)."""
+        ...
+
+    def load_failure_rollback(self, *, version_id: int, error: str) -> bool:
+        """Version `version_id` failed to load: put the one before it back in service if it
+        is still the active one. True when a retry makes sense (rolled back now, or already
+        by a concurrent reply); False when there is nothing earlier to serve."""
+        ...
+
+
+_registry: VersionRegistry | None = None
+
+
+def registry_connect(registry: VersionRegistry) -> None:
+    """Called once when Django starts, by the app that owns the registry (training)."""
+    global _registry
+    _registry = registry
+
+
+def _connected() -> VersionRegistry:
+    if _registry is None:
+        raise RuntimeError("No model-version registry connected (is 'training' installed?)")
+    return _registry
+
+
 def active_serving_target() -> ServingTarget:
-    return serving_target(base_version_ensure())
+    """What serves the next reply: the active version (a read; never writes)."""
+    version = _connected().active_version()
+    if version is None:
+        raise RuntimeError("The model-version registry is empty: run `manage.py migrate`.")
+    return serving_target(version)
 
 
 def serving_failure_rollback(*, target: ServingTarget, error: str) -> bool:
-    """The active version `target` failed to load: put the version before it back in
-    service (the gateway still holds its engine), recording why in the registry. True when
-    a retry makes sense (rolled back now, or already by a concurrent reply); False when there
-    is nothing earlier to serve."""
-    with transaction.atomic():
-        active = (
-            ModelVersion.objects.select_for_update()
-            .filter(status=ModelVersion.Status.ACTIVE)
-            .first()
-        )
-        if active is None or active.pk != target.version_id:
-            return active is not None
-        try:
-            restored = version_rollback(
-                actor="serving", reason=f"v{active.number} failed to load: {error}"
-            )
-        except RegistryError as exc:
-            log.error("v%s failed to load and cannot be rolled back: %s", active.number, exc)
-            return False
-    log.error("v%s failed to load (%s); rolled back to v%s", active.number, error, restored.number)
-    return True
+    """The active version `target` failed to load: the registry puts the version before it
+    back in service (the gateway still holds its engine). See VersionRegistry."""
+    return _connected().load_failure_rollback(version_id=target.version_id, error=error)

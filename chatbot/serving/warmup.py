@@ -48,7 +48,7 @@ def _remote_warmup(target) -> None:
 
 def warmup_all() -> None:
     """One after the other: loading models in parallel threads races inside transformers."""
-    from chatbot.knowledge.services import knowledge_warmup
+    from chatbot.knowledge.store import knowledge_warmup
 
     warmup()
     knowledge_warmup()

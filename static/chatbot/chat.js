@@ -1,14 +1,10 @@
-// Customer chat: one WebSocket, streamed tokens, reconnect with back-off.
-// All text is inserted with textContent, never as HTML.
+// Customer chat: one WebSocket, streamed tokens, reconnect with back-off (the socket and the
+// bubbles: live.js, loaded first). All text is inserted with textContent, never as HTML.
 // `ShopBotChat.mount(root, options)` drives any element holding the chat markup (the chat
 // page's <main id="chat">, or the widget's panel inside a shadow root: static/widget.js).
 (function () {
   "use strict";
-  const STATUS_NOTICE = {
-    waiting: "We're finding a person to help you. Please stay on this page.",
-    agent: "A person from our support team is answering you now.",
-    closed: "This conversation was closed. Thanks for chatting with us!",
-  };
+  const live = window.ShopBotLive;
   const AUTHOR = { customer: "You", bot: "Assistant", agent: "Agent", system: "Notice" };
 
   // options: socketUrl(conversationId) -> the socket's URL; conversationId (to reopen);
@@ -26,29 +22,25 @@
     const rateBar = part(".rate-bar");
     const rateLabel = part(".rate-label");
     let socket = null;
-    let retry = 0;
     let conversationId = options.conversationId || "";
 
     function setStatus(text) { statusEl.textContent = text; }
     function showError(text) { errorEl.textContent = text; errorEl.hidden = !text; }
 
     function bubble(id, role) {
-      let el = id ? list.querySelector(`[data-message-id="${CSS.escape(id)}"]`) : null;
-      if (!el) {
+      return live.bubbleFor(list, id, () => {
         const intro = list.querySelector(".intro");
         if (intro) intro.remove();
-        el = document.createElement("li");
+        const el = document.createElement("li");
         el.className = `message message-${role}`;
-        if (id) el.dataset.messageId = id;
         const author = document.createElement("span");
         author.className = "author";
         author.textContent = AUTHOR[role] || role;
         const text = document.createElement("div");
         text.className = "text";
         el.append(author, text);
-        list.append(el);
-      }
-      return el;
+        return el;
+      });
     }
 
     // The knowledge-base articles a bot reply was based on.
@@ -72,8 +64,7 @@
 
     function render(message) {
       const el = bubble(message.message_id, message.role);
-      el.classList.remove("streaming");
-      el.querySelector(".text").textContent = message.text;
+      live.bubbleFinish(el, el.querySelector(".text"), message.text);
       if (message.role === "bot" && message.message_id) addThumbs(el, message.message_id);
       if (message.role === "bot" || message.role === "agent") rateBar.hidden = false;
       renderSources(el, message.sources);
@@ -82,9 +73,9 @@
 
     // --- a person instead of the bot, and the customer's ratings ---------------------------
     function send(frame) {
-      if (!socket || socket.readyState !== WebSocket.OPEN) { showError("Not connected yet; please retry in a moment."); return false; }
-      socket.send(JSON.stringify(frame));
-      return true;
+      if (socket.send(frame)) return true;
+      showError("Not connected yet; please retry in a moment.");
+      return false;
     }
 
     function addThumbs(el, id) {
@@ -104,8 +95,9 @@
       el.querySelector(".author").append(box);
     }
 
+    // `notice`: the server's words for the status (status and history frames carry it).
     function applyStatus(status, notice, agentName) {
-      const text = notice || STATUS_NOTICE[status] || "";
+      const text = notice || "";
       banner.hidden = !text || status === "bot";
       banner.textContent = text;
       banner.classList.toggle("with-agent", status === "agent");
@@ -130,7 +122,7 @@
         case "history": {
           if (frame.conversation_id) conversationId = frame.conversation_id;
           frame.messages.forEach(render);
-          applyStatus(frame.status);
+          applyStatus(frame.status, frame.notice);
           const last = frame.messages[frame.messages.length - 1];
           if (last && last.reply_failed) showError("The assistant could not answer your last message. Please try again, or ask for a person.");
           break;
@@ -153,8 +145,7 @@
         case "token": {
           if (!list.querySelector(`[data-message-id="${CSS.escape(frame.message_id)}"]`)) showError("");
           const el = bubble(frame.message_id, "bot");
-          el.classList.add("streaming");
-          el.querySelector(".text").textContent += frame.text;
+          live.tokenAppend(el, el.querySelector(".text"), frame.text);
           list.scrollTop = list.scrollHeight;
           break;
         }
@@ -167,22 +158,6 @@
       }
     }
 
-    function connect() {
-      let opened = false;
-      socket = new WebSocket(options.socketUrl(conversationId));
-      setStatus("Connecting…");
-      socket.onopen = () => { opened = true; retry = 0; setStatus("Online"); showError(""); };
-      socket.onmessage = (event) => {
-        try { onFrame(JSON.parse(event.data)); } catch (err) { console.error(err); }
-      };
-      socket.onclose = (event) => {
-        setStatus("Reconnecting…");
-        if (!opened) showError(options.unreachable || "Can't reach the chat right now; retrying…");
-        if (event.code === 4404) conversationId = "";
-        const delay = Math.min(10000, 500 * 2 ** retry++);
-        setTimeout(connect, delay);
-      };
-    }
 
     humanButton.addEventListener("click", () => send({ type: "request_human" }));
     rateBar.querySelectorAll(".star").forEach((star) => {
@@ -192,15 +167,24 @@
       event.preventDefault();
       const text = input.value.trim();
       if (!text) return;
-      if (!socket || socket.readyState !== WebSocket.OPEN) { showError("Not connected yet; please retry in a moment."); return; }
+      if (!socket.isOpen()) { showError("Not connected yet; please retry in a moment."); return; }
       showError("");
-      socket.send(JSON.stringify({ type: "customer_message", text }));
+      socket.send({ type: "customer_message", text });
       input.value = "";
     });
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
     });
-    connect();
+    socket = live.liveSocket(() => options.socketUrl(conversationId), {
+      connecting: () => setStatus("Connecting…"),
+      open: () => { setStatus("Online"); showError(""); },
+      frame: onFrame,
+      closed: (event, opened) => {
+        setStatus("Reconnecting…");
+        if (!opened) showError(options.unreachable || "Can't reach the chat right now; retrying…");
+        if (event.code === 4404) conversationId = "";
+      },
+    });
   }
 
   window.ShopBotChat = { mount };

@@ -1,7 +1,9 @@
-// Agent console: one WebSocket to /ws/agent/ keeps the list and the open conversation live.
+// Agent console: one WebSocket to /ws/agent/ keeps the list and the open conversation live
+// (the socket and the bubbles: chatbot/live.js, loaded first).
 // Every text is inserted with textContent, never as HTML.
 (function () {
   "use strict";
+  const live = window.ShopBotLive;
   const STATUS_LABEL = { bot: "Bot answering", waiting: "Waiting for a human", agent: "With an agent", closed: "Closed" };
   const REASON_LABEL = { customer_asked: "Customer asked for a human", bot_unsure: "Bot unsure", flagged_words: "Flagged words", agent: "Agent took over" };
   const TIME = { hour: "2-digit", minute: "2-digit", hour12: false };
@@ -14,7 +16,6 @@
   const view = document.getElementById("conversation");
   const conversationId = view ? view.dataset.conversationId : null;
   let socket = null;
-  let retry = 0;
   let myName = null;
   const lastStatus = {};
 
@@ -86,13 +87,11 @@
   const replySend = document.getElementById("reply-send");
 
   function bubble(id, role) {
-    let li = document.getElementById(`m-${id}`);
-    if (!li) {
+    return live.bubbleFor(list, id, () => {
       const empty = list.querySelector(".empty");
       if (empty) empty.remove();
-      li = el("li", `amsg amsg-${role}`);
+      const li = el("li", `amsg amsg-${role}`);
       li.id = `m-${id}`;
-      li.dataset.messageId = id;
       const head = el("div", "amsg-head");
       head.append(el("span", "author", ROLE_LABEL[role] || role), " ", el("time", "", new Date().toLocaleTimeString([], { ...TIME, second: "2-digit" })));
       if (role === "bot") {
@@ -104,15 +103,13 @@
       const body = el("div", "amsg-body");
       body.append(el("div", "text original"));
       li.append(head, body);
-      list.append(li);
-    }
-    return li;
+      return li;
+    });
   }
 
   function showMessage(m) {
     const li = bubble(m.message_id, m.role);
-    li.classList.remove("streaming");
-    li.querySelector(".text.original").textContent = m.text;
+    live.bubbleFinish(li, li.querySelector(".text.original"), m.text);
     li.scrollIntoView({ block: "nearest" });
   }
 
@@ -141,7 +138,7 @@
         myName = frame.agent_name;
         setWaiting(frame.waiting);
         if (view) {
-          socket.send(JSON.stringify({ type: "watch", conversation_id: conversationId }));
+          socket.send({ type: "watch", conversation_id: conversationId });
           applyStatus(view.dataset.status, view.dataset.holding ? myName : null);
         }
         break;
@@ -166,8 +163,7 @@
       case "token": {
         if (!view || !frame.message_id) break;
         const li = bubble(frame.message_id, "bot");
-        li.classList.add("streaming");
-        li.querySelector(".text.original").textContent += frame.text;
+        live.tokenAppend(li, li.querySelector(".text.original"), frame.text);
         break;
       }
       case "bot_message":
@@ -205,38 +201,21 @@
     }
   }
 
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    socket = new WebSocket(`${scheme}://${location.host}/ws/agent/`);
-    liveEl.textContent = "Connecting…";
-    socket.onopen = () => { retry = 0; liveEl.textContent = "Live"; liveEl.classList.add("on"); };
-    socket.onmessage = (event) => {
-      try { onFrame(JSON.parse(event.data)); } catch (err) { console.error(err); }
-    };
-    socket.onclose = () => {
-      liveEl.textContent = "Reconnecting…";
-      liveEl.classList.remove("on");
-      setTimeout(connect, Math.min(10000, 500 * 2 ** retry++));
-    };
-  }
-
-  function live() { return socket && socket.readyState === WebSocket.OPEN; }
-
   if (view) {
     // Live actions go over the socket; without it the forms post normally.
     document.querySelectorAll("form[data-live]").forEach((form) => {
       form.addEventListener("submit", (event) => {
-        if (!live()) return;
+        if (!socket.isOpen()) return;
         event.preventDefault();
-        socket.send(JSON.stringify({ type: form.dataset.live, conversation_id: conversationId }));
+        socket.send({ type: form.dataset.live, conversation_id: conversationId });
       });
     });
     replyForm.addEventListener("submit", (event) => {
-      if (!live()) return;
+      if (!socket.isOpen()) return;
       event.preventDefault();
       const text = replyText.value.trim();
       if (!text) return;
-      socket.send(JSON.stringify({ type: "agent_message", conversation_id: conversationId, text }));
+      socket.send({ type: "agent_message", conversation_id: conversationId, text });
     });
     replyText.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); replyForm.requestSubmit(); }
@@ -251,5 +230,11 @@
     (anchor || list.lastElementChild || list).scrollIntoView({ block: "nearest" });
   }
   setTimeout(() => toasts.querySelectorAll(".toast").forEach((t) => t.remove()), 8000);
-  connect();
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  socket = live.liveSocket(() => `${scheme}://${location.host}/ws/agent/`, {
+    connecting: () => { liveEl.textContent = "Connecting…"; },
+    open: () => { liveEl.textContent = "Live"; liveEl.classList.add("on"); },
+    frame: onFrame,
+    closed: () => { liveEl.textContent = "Reconnecting…"; liveEl.classList.remove("on"); },
+  });
 })();

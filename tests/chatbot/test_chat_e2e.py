@@ -4,7 +4,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chatbot.models import Message
-from tests.conftest import frames_until
+from tests.helpers import frames_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -7,7 +7,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chatbot.models import Conversation, Message
-from tests.conftest import frames_until
+from tests.helpers import frames_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("tiny_model")]
 
@@ -27,7 +27,13 @@ async def wait_for(predicate, timeout=30.0):
 async def test_reply_streams_token_by_token_and_is_stored_whole(chat_socket, customer_session):
     ws = await chat_socket(customer_session)
     history = await first_frame(ws)
-    assert history == {"type": "history", "conversation_id": None, "status": "bot", "messages": []}
+    assert history == {
+        "type": "history",
+        "conversation_id": None,
+        "status": "bot",
+        "notice": "The assistant is answering again.",
+        "messages": [],
+    }
 
     await ws.send_json_to({"type": "customer_message", "text": "Where is my order?"})
     frames = await frames_until(ws, "bot_message")

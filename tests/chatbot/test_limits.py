@@ -10,7 +10,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chatbot.models import Message
-from tests.conftest import frames_until
+from tests.helpers import frames_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("tiny_model")]
 
@@ -66,7 +66,7 @@ async def test_many_sessions_from_one_address_share_one_limit(settings):
     from channels.testing import WebsocketCommunicator
 
     from chatbot.asgi import application
-    from tests.conftest import ws_headers
+    from tests.helpers import ws_headers
 
     settings.CHAT_IP_RATE_LIMIT_MESSAGES = 2
     settings.CHAT_IP_RATE_LIMIT_SECONDS = 60

@@ -14,7 +14,7 @@ from django.db import OperationalError
 from chatbot import services
 from chatbot.live import AGENTS_GROUP, conversation_group
 from chatbot.models import Conversation, Message
-from tests.conftest import frames_until
+from tests.helpers import frames_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("tiny_model")]
 

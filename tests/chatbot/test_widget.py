@@ -12,7 +12,7 @@ from chatbot.asgi import application
 from chatbot.models import Conversation
 from chatbot.widget import widget_token_make
 from chatbot.widget_origins import widget_origins_parse
-from tests.conftest import frames_until
+from tests.helpers import frames_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("tiny_model")]
 
@@ -136,7 +136,7 @@ async def test_other_origins_are_refused(socket_at, origin):
 async def test_a_shop_origin_cannot_open_the_agent_socket(socket_at):
     """Even with an agent's cookie (a shop on the same site as the bot gets it sent)."""
     from feedback.agents import agent_create
-    from tests.feedback.conftest import login_cookie
+    from tests.helpers import login_cookie
 
     agent = await database_sync_to_async(agent_create)(username="alice", password="s3cret-Pass-9")
     cookie = await database_sync_to_async(login_cookie)(agent)

@@ -1,19 +1,7 @@
 import pytest
-from django.utils import timezone
 
-from chatbot.models import Conversation, Message
-
-PASSWORD = "s3cret-Agent-pass"
-
-
-def login_cookie(user) -> str:
-    """A session id for `user`, as the browser would carry after logging in."""
-    from django.conf import settings
-    from django.test import Client
-
-    client = Client()
-    client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
+from chatbot.models import Conversation
+from tests.helpers import PASSWORD, conversation_make, ws_headers
 
 
 @pytest.fixture
@@ -36,18 +24,7 @@ def make_conversation(db):
     """A conversation from (role, text) turns; returns (conversation, [messages])."""
 
     def make(turns, *, session_key="customer-1", status=Conversation.Status.BOT):
-        conversation = Conversation.objects.create(session_key=session_key, status=status)
-        start = timezone.now()
-        messages = [
-            Message.objects.create(
-                conversation=conversation,
-                role=role,
-                text=text,
-                created_at=start + timezone.timedelta(seconds=i),
-            )
-            for i, (role, text) in enumerate(turns)
-        ]
-        return conversation, messages
+        return conversation_make(turns, session_key=session_key, status=status)
 
     return make
 
@@ -61,7 +38,6 @@ async def agent_socket(chat_socket):
     from channels.testing import WebsocketCommunicator
 
     from chatbot.asgi import application
-    from tests.conftest import ws_headers
 
     opened = []
 

@@ -9,8 +9,7 @@ from django.contrib.auth.models import User
 
 from chatbot.models import Conversation, Message
 from feedback.models import ConversationReview, MessageRating
-from tests.conftest import frames_until
-from tests.feedback.conftest import login_cookie
+from tests.helpers import frames_until, login_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("tiny_model")]
 

@@ -13,7 +13,7 @@ from chatbot.knowledge.embedding import texts_embed
 from chatbot.models import Message
 from feedback import services
 from feedback.models import AuditEvent, Correction
-from tests.conftest import frames_until
+from tests.helpers import frames_until
 
 RETURNS = "How many days do I have to return an item?"
 RETURNS_PARAPHRASE = "How many days do I have to send an item back?"

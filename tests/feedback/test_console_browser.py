@@ -4,7 +4,7 @@ import pytest
 
 from chatbot.models import Conversation, Message
 from feedback.models import ConversationReview, MessageRating
-from tests.feedback.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

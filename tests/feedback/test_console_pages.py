@@ -6,7 +6,7 @@ from django.test import Client
 
 from chatbot.models import Conversation
 from feedback.models import AuditEvent, Correction, MessageRating
-from tests.feedback.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.feedback.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 
 @pytest.mark.django_db

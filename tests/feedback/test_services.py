@@ -1,4 +1,4 @@
-"""Console services on PostgreSQL: takeover races, corrections, handoff, data deletion."""
+"""Console services on PostgreSQL: takeover races, corrections, data deletion."""
 
 import threading
 from datetime import timedelta
@@ -13,7 +13,6 @@ from django.utils import timezone
 
 from chatbot.models import Conversation, Message
 from feedback import services
-from feedback.handoff import handoff_reason_for
 from feedback.models import (
     AgentNote,
     AuditEvent,
@@ -169,32 +168,6 @@ def test_customer_ratings_are_validated_and_scoped_to_their_conversation(make_co
     assert MessageRating.objects.get().value == "bad"
 
 
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        ("Can I speak to a human please?", "customer_asked"),
-        ("connect me with an agent", "customer_asked"),
-        ("I want to talk to someone", "customer_asked"),
-        ("this is fraud, I'll call my lawyer", "flagged_words"),
-        ("Where is my parcel?", None),
-        ("Humanity is great", None),
-    ],
-)
-def test_handoff_rule(text, reason):
-    found = handoff_reason_for(text)
-    assert (found[0] if found else None) == reason
-
-
-def test_asking_for_a_human_marks_the_conversation_waiting_once(make_conversation):
-    conversation, (message,) = make_conversation([("customer", "let me talk to a real person")])
-    assert services.handoff_check(message=message)
-    assert not services.handoff_check(message=message)  # already waiting
-    conversation.refresh_from_db()
-    review = ConversationReview.objects.get(conversation=conversation)
-    assert conversation.status == "waiting"
-    assert review.handoff_reason == "customer_asked" and "real person" in review.handoff_detail
-
-
 def test_customer_data_delete_removes_everything_about_that_customer(agent, make_conversation):
     store = SessionStore()
     store["customer"] = True
@@ -278,19 +251,3 @@ def test_agent_message_text_rules(agent, make_conversation):
         services.agent_message_send(conversation_id=conversation.id, agent=agent, text="   ")
     assert empty.value.code == "empty_message"
     assert Message.objects.filter(role="agent").count() == 0
-
-
-def test_yes_to_the_bots_offer_of_a_human_hands_off_as_bot_unsure(make_conversation):
-    from chatbot.services import EMPTY_REPLY_FALLBACK
-
-    conversation, (_, _, yes) = make_conversation(
-        [("customer", "blorp?"), ("bot", EMPTY_REPLY_FALLBACK), ("customer", "Yes please")]
-    )
-    assert services.handoff_check(message=yes)
-    review = ConversationReview.objects.get(conversation=conversation)
-    assert review.handoff_reason == "bot_unsure"
-    # Without the offer, "yes" is just a word.
-    _, (_, _, plain_yes) = make_conversation(
-        [("customer", "q"), ("bot", "Shall I check?"), ("customer", "yes")], session_key="x"
-    )
-    assert not services.handoff_check(message=plain_yes)

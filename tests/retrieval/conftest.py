@@ -1,8 +1,6 @@
-from pathlib import Path
-
 import pytest
 
-DEMO_KB = Path(__file__).resolve().parents[2] / "chatbot" / "demo" / "knowledge"
+from tests.helpers import DEMO_KB, kb_load_demo
 
 
 @pytest.fixture
@@ -13,14 +11,6 @@ def celery_eager():
     app.conf.task_always_eager = True
     yield app
     app.conf.task_always_eager = False
-
-
-def kb_load_demo() -> None:
-    from chatbot.knowledge import services
-
-    for article, _ in services.kb_import_dir(folder=DEMO_KB):
-        services.article_passages_refresh(article_id=article.pk)
-    services.index_sync()
 
 
 @pytest.fixture

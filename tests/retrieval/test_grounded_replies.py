@@ -7,7 +7,7 @@ from chatbot import services
 from chatbot.knowledge.selectors import Hit
 from chatbot.models import Message
 from chatbot.prompting import system_prompt
-from tests.conftest import frames_until
+from tests.helpers import frames_until
 
 
 def socket_test(fn):

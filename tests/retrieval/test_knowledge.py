@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from chatbot.knowledge import selectors, services
+from chatbot.knowledge import selectors, services, store
 from chatbot.knowledge.chunking import article_chunks
 from chatbot.knowledge.index import index_load
 from chatbot.knowledge.models import Article, Passage
@@ -23,7 +23,7 @@ def titles(query: str, **kwargs) -> list[str]:
 
 
 def index_ids() -> set[int]:
-    return set(index_load(services.index_path()).ids.tolist())
+    return set(index_load(store.index_path()).ids.tolist())
 
 
 def test_markdown_is_split_into_passages_led_by_their_heading():
@@ -88,7 +88,7 @@ def test_unpublished_articles_are_never_retrieved(celery_eager, django_capture_o
     assert index_ids()
     # ... but a hit is checked against the database, so it is never returned.
     assert titles("gift wrap my parcel", min_score=0.0) == []
-    services.article_index(article_id=article.pk)
+    store.article_index(article_id=article.pk)
     assert index_ids() == set()
     with django_capture_on_commit_callbacks(execute=True):
         services.article_publish_set(article=article, published=True)
@@ -121,7 +121,7 @@ def test_deleting_an_article_removes_it_from_the_index(
 
 @pytest.mark.parametrize("damage", ["delete", "garbage", "truncate"])
 def test_a_missing_or_corrupt_index_is_rebuilt_from_the_database(demo_kb, damage):
-    path = services.index_path()
+    path = store.index_path()
     expected = set(Passage.objects.values_list("pk", flat=True))
     if damage == "delete":
         path.unlink()
@@ -129,7 +129,7 @@ def test_a_missing_or_corrupt_index_is_rebuilt_from_the_database(demo_kb, damage
         path.write_bytes(b"this is not an index")
     else:
         path.write_bytes(path.read_bytes()[:-200])
-    selectors.index_cache_clear()  # as in a freshly started process
+    store.index_cache_clear()  # as in a freshly started process
     assert titles("When will I get my money back?")[0] == "Refunds"
     assert index_ids() == expected
 
@@ -138,13 +138,13 @@ def test_a_stale_index_is_detected_at_start_and_synced(demo_kb):
     refunds = Article.objects.get(slug="refunds")
     # Changed behind the services' back: the index file no longer matches the database.
     Article.objects.filter(pk=refunds.pk).update(published=False)
-    selectors.index_cache_clear()
+    store.index_cache_clear()
     assert "Refunds" not in titles("When will I get my money back?", min_score=0.0)
     assert not index_ids() & set(refunds.passages.values_list("pk", flat=True))
 
 
 def test_rebuild_command_restores_the_index(demo_kb, capsys):
-    services.index_path().unlink()
+    store.index_path().unlink()
     call_command("kb_rebuild")
     assert "Index rebuilt: flat" in capsys.readouterr().out
     assert index_ids() == set(Passage.objects.values_list("pk", flat=True))
@@ -202,9 +202,9 @@ def test_index_layout_follows_size_and_updates_in_place(settings):
 def test_server_warmup_rebuilds_a_missing_index(demo_kb):
     import threading
 
-    services.index_path().unlink()
-    selectors.index_cache_clear()
-    warmup = threading.Thread(target=services.knowledge_warmup)  # as at server start
+    store.index_path().unlink()
+    store.index_cache_clear()
+    warmup = threading.Thread(target=store.knowledge_warmup)  # as at server start
     warmup.start()
     warmup.join(timeout=60)
     assert index_ids() == set(Passage.objects.values_list("pk", flat=True))

@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from chatbot.models import Conversation, Message
-from tests.retrieval.conftest import kb_load_demo
+from tests.helpers import kb_load_demo
 
 
 @pytest.mark.django_db

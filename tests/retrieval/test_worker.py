@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from chatbot.knowledge import services
+from chatbot.knowledge import services, store
 from chatbot.knowledge.index import IndexUnreadable, index_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -14,7 +14,7 @@ def wait_for_index(predicate, timeout=90.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if predicate(set(index_load(services.index_path()).ids.tolist())):
+            if predicate(set(index_load(store.index_path()).ids.tolist())):
                 return True
         except IndexUnreadable:
             pass

@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from chatbot.approved.store import answer_index_clear
-from tests.conftest import frames_until
+from tests.helpers import frames_until
 from tests.training.test_retraining import (  # noqa: F401 - fixtures
     TINY_TRAINING_ENV,
     learnable_model_dir,
@@ -46,7 +46,7 @@ async def ask(question: str) -> dict:
     from channels.testing import WebsocketCommunicator
 
     from chatbot.asgi import application
-    from tests.conftest import ws_headers
+    from tests.helpers import ws_headers
 
     session_key = await database_sync_to_async(new_session)()
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=ws_headers(session_key))

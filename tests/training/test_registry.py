@@ -43,9 +43,26 @@ def active_numbers():
 
 
 def test_empty_registry_gets_the_base_model_as_v1():
+    ModelVersion.objects.all().delete()
     v1 = base_version_ensure()
     assert (v1.number, v1.status, v1.artifact_path) == (1, "active", "")
     assert base_version_ensure().pk == v1.pk
+
+
+def test_migrate_seeds_v1_and_serving_only_reads_the_registry(tiny_model):
+    from django.core.management import call_command
+
+    from chatbot.serving.versions import active_serving_target
+
+    assert list(ModelVersion.objects.values_list("number", "status")) == [(1, "active")]
+    target = active_serving_target()
+    assert (target.version_number, target.artifact_path) == (1, str(tiny_model))
+    ModelVersion.objects.all().delete()
+    with pytest.raises(RuntimeError, match="registry is empty"):
+        active_serving_target()
+    assert not ModelVersion.objects.exists()  # the reply path wrote nothing
+    call_command("migrate", verbosity=0)
+    assert list(ModelVersion.objects.values_list("number", "status")) == [(1, "active")]
 
 
 def test_promote_retires_the_old_active_version_atomically(adapter_dir):

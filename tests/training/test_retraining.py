@@ -13,7 +13,7 @@ from training import pipeline
 from training.data.snapshot import snapshot_get, snapshot_rows
 from training.models import ModelVersion, SeedExample, TrainingRun
 from training.registry import base_version_ensure, version_promote
-from training.runs import TrainingBusy, run_execute, run_request
+from training.runs import TrainingBusy, run_cancel, run_execute, run_request
 
 TINY_TRAINING_ENV = {
     "TRAINING_LEARNING_RATE": "3e-2",
@@ -231,11 +231,28 @@ def test_a_training_set_too_small_fails_the_run_clearly(tiny_training, seed_corp
 
 
 @pytest.mark.django_db
-def test_a_cancel_request_stops_a_running_run(tiny_training, seed_corpus):
-    run = queued_run(cancel_requested=True)
+def test_a_cancel_request_stops_a_running_run(tiny_training, seed_corpus, monkeypatch):
+    run = queued_run()
+    train = pipeline.train
+    status_when_cancelled = []
+
+    def train_cancelled_at_its_first_step(**kwargs):
+        report = kwargs["progress"]
+
+        def progress(update: dict) -> None:
+            if not status_when_cancelled:  # the admin presses Cancel mid-training
+                status_when_cancelled.append(TrainingRun.objects.get(pk=run.pk).status)
+                run_cancel(run_id=run.pk, actor="admin")
+            report(update)
+
+        return train(**{**kwargs, "progress": progress})
+
+    monkeypatch.setattr(pipeline, "train", train_cancelled_at_its_first_step)
     result = run_execute(run.pk)
-    assert result.status == "cancelled"
+    assert status_when_cancelled == ["running"]
+    assert (result.status, result.outcome) == ("cancelled", "cancelled while running")
     assert ModelVersion.objects.get(status="active").number == 1
+    assert not ModelVersion.objects.filter(status="candidate").exists()
 
 
 @pytest.mark.django_db
@@ -272,7 +289,7 @@ async def test_real_worker_retrains_and_chat_serves_the_new_version(
 ):
     from channels.db import database_sync_to_async
 
-    from tests.conftest import frames_until
+    from tests.helpers import frames_until
 
     # The worker runs the whole loop at the default gate margin (nothing forced open). Its
     # snapshot's evaluation cases are whatever the data build holds out, so the verdict is

@@ -64,18 +64,18 @@ def test_a_run_reaped_while_training_stops_and_never_promotes(monkeypatch):
 
 
 def test_a_broker_error_fails_the_run_instead_of_leaving_it_queued(monkeypatch):
-    from training.tasks import retrain
+    from chatbot.celery import app
 
     def broker_down(*args, **kwargs):  # fault injection: Redis unreachable
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     base_version_ensure()
-    monkeypatch.setattr(retrain, "apply_async", broker_down)
+    monkeypatch.setattr(app, "send_task", broker_down)
     run = runs.run_request(requested_by="test")
     run.refresh_from_db()
     assert run.status == "failed" and "Could not queue" in run.error
     monkeypatch.undo()
-    monkeypatch.setattr(retrain, "apply_async", lambda **kwargs: type("R", (), {"id": "t1"}))
+    monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: type("R", (), {"id": "t1"}))
     again = runs.run_request(requested_by="test")  # not refused as busy
     again.refresh_from_db()
     assert again.status == "queued" and again.task_id == "t1"

@@ -5,9 +5,10 @@ from channels.db import database_sync_to_async
 
 from chatbot.models import Message
 from chatbot.serving import gateway
-from tests.conftest import frames_until
+from tests.helpers import frames_until
 from training.data.snapshot import dataset_build
 from training.models import ModelVersion
+from training.registry import active_version, version_create, version_promote
 from training.train import finetune
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,13 +24,15 @@ async def test_fine_tuned_version_answers_customers(
         result = finetune(
             tiny_cfg, snapshot_id="serve", base_path=tiny_model, output_dir=tmp_path / "adapter"
         )
-        return ModelVersion.objects.create(
-            number=2,
-            status=ModelVersion.Status.ACTIVE,
+        candidate = version_create(
+            parent=active_version(),
             artifact_path=result.artifact_path,
             base_path=str(tiny_model),
             data_snapshot="serve",
+            created_by="test",
+            status=ModelVersion.Status.CANDIDATE,
         )
+        return version_promote(version_id=candidate.pk, actor="test", reason="trained")
 
     version = await database_sync_to_async(train_and_activate)()
     try:

@@ -101,7 +101,9 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(
     assert (output / "adapter_model.safetensors").exists()
 
 
-def test_continual_run_starts_from_parent_adapter(tiny_model_dir, snapshot, tiny_cfg, tmp_path):
+def test_a_continual_run_with_no_new_rows_is_refused(tiny_model_dir, snapshot, tiny_cfg, tmp_path):
+    """(A continual run that does train from its parent's adapter: test_retraining.py,
+    test_an_incremental_run_trains_on_new_rows_and_a_replay_sample.)"""
     tiny_cfg.max_steps = 4
     first = finetune(
         tiny_cfg, snapshot_id="tiny", base_path=tiny_model_dir, output_dir=tmp_path / "v1"

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
 
-from chatbot.models import Conversation, Message
 from feedback import services
+from tests.helpers import conversation_make
 from training.data.paraphrase import (
     PROMPT_VERSION,
     _cache_path,
@@ -43,17 +42,7 @@ def agent(db):
 
 
 def conversation(turns, *, key="c"):
-    chat = Conversation.objects.create(session_key=key)
-    start = timezone.now()
-    return [
-        Message.objects.create(
-            conversation=chat,
-            role=role,
-            text=text,
-            created_at=start + timezone.timedelta(seconds=i),
-        )
-        for i, (role, text) in enumerate(turns)
-    ]
+    return conversation_make(turns, session_key=key)[1]
 
 
 def corrected(agent, question, answer, *, key):

@@ -1,14 +1,11 @@
 """Where training examples come from: the seed corpus, logged conversations, agent feedback.
 
-Feedback contract (the `feedback` app, read defensively so training works without it):
-`feedback.exports.sft_examples(include_thumbs_up=...)` -> [{"conversation_id", "messages":
-[{"role": "user" | "assistant", "content"}], "source", ...}] (reviewed text only, corrected
-replies already substituted), `feedback.exports.correction_examples()` -> single-turn
-[{"conversation_id", "correction_id", "messages": [question, correction]}] and
-`feedback.exports.preference_pairs()` -> [{"conversation_id", "prompt": [messages],
-"chosen": [assistant message], "rejected": [assistant message]}] (TRL's conversational
-format). Without that module, only agents' own messages are read from chatbot.Message
-(bot replies are unreviewed there) and there are no corrections or preference pairs.
+Feedback comes through `feedback.exports`: `sft_examples(include_thumbs_up=...)` ->
+[{"conversation_id", "messages": [{"role": "user" | "assistant", "content"}], "source", ...}]
+(reviewed text only, corrected replies already substituted), `correction_examples()` ->
+single-turn [{"conversation_id", "correction_id", "messages": [question, correction]}] and
+`preference_pairs()` -> [{"conversation_id", "prompt": [messages], "chosen": [assistant
+message], "rejected": [assistant message]}] (TRL's conversational format).
 """
 
 import json
@@ -17,6 +14,7 @@ from pathlib import Path
 
 from django.db import transaction
 
+from feedback import exports
 from training.models import SeedExample
 
 log = logging.getLogger(__name__)
@@ -74,36 +72,22 @@ def seed_examples() -> list[dict]:
     ]
 
 
-def _feedback_export(name: str):
-    try:
-        from feedback import exports
-    except ImportError:
-        return None
-    return getattr(exports, name, None)
-
-
 def conversation_examples(*, include_thumbs_up: bool = False) -> list[dict]:
-    """Logged conversations as chat examples of reviewed text, through the feedback app when
-    it is there; `source` is "correction", "approved", "agent" or "thumbs_up"."""
-    export = _feedback_export("sft_examples")
-    if export is not None:
-        return [
-            {
-                "id": f"conversation:{row['conversation_id']}",
-                "conversation_id": str(row["conversation_id"]),
-                "source": row.get("source", "agent"),
-                "messages": row["messages"],
-            }
-            for row in export(include_thumbs_up=include_thumbs_up)
-        ]
-    return _messages_as_examples()
+    """Logged conversations as chat examples of reviewed text; `source` is "correction",
+    "approved", "agent" or "thumbs_up"."""
+    return [
+        {
+            "id": f"conversation:{row['conversation_id']}",
+            "conversation_id": str(row["conversation_id"]),
+            "source": row.get("source", "agent"),
+            "messages": row["messages"],
+        }
+        for row in exports.sft_examples(include_thumbs_up=include_thumbs_up)
+    ]
 
 
 def correction_examples() -> list[dict]:
     """One single-turn example per corrected reply: customer question -> newest correction."""
-    export = _feedback_export("correction_examples")
-    if export is None:
-        return []
     return [
         {
             "id": f"correction:{row['correction_id']}",
@@ -112,55 +96,11 @@ def correction_examples() -> list[dict]:
             "correction_id": row["correction_id"],
             "messages": row["messages"],
         }
-        for row in export()
+        for row in exports.correction_examples()
     ]
 
 
-def _messages_as_examples() -> list[dict]:
-    """Without the feedback app nothing reviews bot replies: keep each conversation up to its
-    first bot reply, so only customers' and agents' own messages train."""
-    from chatbot.models import Message
-    from chatbot.prompting import ROLE_FOR_MODEL
-
-    examples: dict[str, list[dict]] = {}
-    stopped: set[str] = set()
-    for conversation_uuid, role, text in (
-        Message.objects.order_by("conversation_id", "created_at", "id")
-        .values_list("conversation_id", "role", "text")
-        .iterator(chunk_size=2000)
-    ):
-        conversation_id = str(conversation_uuid)
-        if role not in ROLE_FOR_MODEL or conversation_id in stopped:
-            continue
-        if role == Message.Role.BOT:
-            stopped.add(conversation_id)
-            continue
-        turns = examples.setdefault(conversation_id, [])
-        model_role = ROLE_FOR_MODEL[role]
-        if turns and turns[-1]["role"] == model_role:
-            turns[-1]["content"] += "\n\n" + text
-        else:
-            turns.append({"role": model_role, "content": text})
-    result = []
-    for conversation_id, turns in examples.items():
-        while turns and turns[-1]["role"] != "assistant":
-            turns.pop()
-        if turns and turns[0]["role"] == "user":
-            result.append(
-                {
-                    "id": f"conversation:{conversation_id}",
-                    "conversation_id": conversation_id,
-                    "source": "agent",
-                    "messages": turns,
-                }
-            )
-    return result
-
-
 def preference_pairs() -> list[dict]:
-    export = _feedback_export("preference_pairs")
-    if export is None:
-        return []
     return [
         {
             "conversation_id": str(row["conversation_id"]),
@@ -168,5 +108,5 @@ def preference_pairs() -> list[dict]:
             "chosen": row["chosen"],
             "rejected": row["rejected"],
         }
-        for row in export()
+        for row in exports.preference_pairs()
     ]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from chatbot.knowledge import services
+from chatbot.knowledge import services, store
 
 
 class Command(BaseCommand):
@@ -30,8 +30,8 @@ class Command(BaseCommand):
         # Index here rather than wait for the worker: the command's caller wants it ready.
         # The tasks enqueued on commit then find nothing left to do.
         for article, _ in results:
-            services.article_passages_refresh(article_id=article.pk)
-        result = services.index_sync()
+            store.article_passages_refresh(article_id=article.pk)
+        result = store.index_sync()
         self.stdout.write(
             f"Imported {len(results)} articles ({len(changed)} new or changed); "
             f"index: {result.kind}, {result.count} passages."

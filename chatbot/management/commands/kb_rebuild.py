@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from chatbot.knowledge import services
+from chatbot.knowledge import store
 
 
 class Command(BaseCommand):
@@ -15,8 +15,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, reembed: bool, **options):
         if reembed:
-            self.stdout.write(f"Re-embedded {services.articles_reembed()} articles.")
-        result = services.index_sync(rebuild=True)
+            self.stdout.write(f"Re-embedded {store.articles_reembed()} articles.")
+        result = store.index_sync(rebuild=True)
         self.stdout.write(
-            f"Index rebuilt: {result.kind}, {result.count} passages at {services.index_path()}"
+            f"Index rebuilt: {result.kind}, {result.count} passages at {store.index_path()}"
         )

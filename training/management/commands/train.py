@@ -1,13 +1,13 @@
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from training.config import config_arguments_add, config_from_options
 from training.data.snapshot import DatasetError
-from training.train import TrainingError, active_starting_point, finetune
+from training.pipeline import artifact_dir, starting_point
+from training.registry import base_version_ensure
+from training.train import TrainingError, finetune
 
 
 class Command(BaseCommand):
@@ -29,14 +29,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         cfg = config_from_options(options)
-        parent, base_path = active_starting_point()
-        if options["from_base"]:
-            parent = None
-        base_path = options["base"] or base_path
-        output = Path(
-            options["output"]
-            or Path(settings.ARTIFACTS_DIR) / f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        parent, base_path = starting_point(
+            base_version_ensure(), incremental=cfg.incremental and not options["from_base"]
         )
+        base_path = options["base"] or base_path
+        output = Path(options["output"]) if options["output"] else artifact_dir("run")
         self.stdout.write(f"Training from {parent or 'the base model'} ({base_path}) -> {output}")
         try:
             result = finetune(
