@@ -34,4 +34,5 @@ WHITENOISE_USE_FINDERS = False
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "artifacts": ARTIFACT_STORAGE,  # noqa: F405
 }

@@ -68,15 +68,16 @@ def version_create(
 
 
 def _servable_check(version: ModelVersion) -> None:
-    from pathlib import Path
-
+    from chatbot.artifacts import ArtifactError
     from chatbot.serving.loading import ModelLoadError, artifact_check
+    from chatbot.serving.versions import artifact_local
 
     if not version.artifact_path:
         return  # the configured base model
     try:
-        artifact_check(Path(version.artifact_path))
-    except ModelLoadError as exc:
+        # This host's verified copy from the artifact store when it has the version.
+        artifact_check(artifact_local(version.number, version.artifact_path))
+    except (ModelLoadError, ArtifactError) as exc:
         raise RegistryError(f"v{version.number} cannot be served: {exc}") from exc
 
 
@@ -107,6 +108,8 @@ def version_promote(
 
 
 def _activate(version: ModelVersion) -> None:
+    from chatbot.serving.cluster import active_version_broadcast
+
     for old in ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE):
         old.status = ModelVersion.Status.RETIRED
         old.status_reason = f"replaced by v{version.number}"
@@ -114,6 +117,8 @@ def _activate(version: ModelVersion) -> None:
     version.status = ModelVersion.Status.ACTIVE
     version.activated_at = timezone.now()
     version.save(update_fields=["status", "activated_at"])
+    # Every model server hears of it once it is true in the database (README "Scaling out").
+    transaction.on_commit(lambda: active_version_broadcast(version.pk), robust=True)
 
 
 @transaction.atomic

@@ -14,6 +14,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -239,7 +240,11 @@ def run_execute(run_id: int) -> TrainingRun | None:
                 overrides=run.config,
                 progress=record,
             )
-            if settings.MODEL_SERVER_URL:
+            from chatbot.artifacts import artifact_push
+            from chatbot.serving.cluster import remote_serving
+            from chatbot.serving.versions import artifact_name
+
+            if remote_serving():
                 # The model server's format (merged GGUF) is made before the gate, so a
                 # promotion is served within seconds and a version that cannot be converted
                 # fails here, leaving the active one in service.
@@ -254,6 +259,8 @@ def run_execute(run_id: int) -> TrainingRun | None:
                         base_path=trained.base_path,
                     )
                 )
+            # Every host reads the version from the artifact store (GGUF included).
+            artifact_push(Path(trained.artifact_path), name=artifact_name(candidate.number))
         with _while_running(run.pk):
             candidate.artifact_path = trained.artifact_path
             candidate.base_path = trained.base_path

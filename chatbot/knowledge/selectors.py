@@ -56,12 +56,14 @@ def index_cache_clear() -> None:
 
 def loaded_index() -> KnowledgeIndex:
     """This process's index, synced with the database on first use, reloaded on change."""
+    from chatbot.knowledge.artifact import index_refresh
     from chatbot.knowledge.services import index_path, index_sync
 
     path = index_path()
     key = str(path)
     if key not in _checked:
         index_sync()  # caches the result
+    index_refresh(path)  # another host's newer index, from the artifact store
     signature = _signature(path)
     cached = _cache.get(key)
     if cached and cached[0] == signature:

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from chatbot.knowledge.artifact import index_publish
 from chatbot.knowledge.chunking import article_chunks, passage_embedding_text
 from chatbot.knowledge.index import (
     IndexUnreadable,
@@ -216,6 +217,7 @@ def index_sync(*, rebuild: bool = False) -> SyncResult:
             log.info("Rebuilding the knowledge index (%s)", reason)
             current = index_build(passage_vectors(db_ids), db_ids, flat_max=flat_max, nprobe=nprobe)
             index_save(current, path)
+            index_publish(path)
             selectors.index_cache_put(path, current)
             return SyncResult(current.kind, len(db_ids), len(db_ids), 0, True, reason)
         remove = np.setdiff1d(current.ids, db_ids, assume_unique=True)
@@ -223,6 +225,7 @@ def index_sync(*, rebuild: bool = False) -> SyncResult:
         if len(remove) or len(add):
             index_update(current, remove=remove, add_vectors=passage_vectors(add), add_ids=add)
             index_save(current, path)
+            index_publish(path)
         selectors.index_cache_put(path, current)
         return SyncResult(current.kind, len(current), len(add), len(remove))
 
