@@ -391,6 +391,11 @@ CHAT_OVERLOAD_RETRY_SECONDS = env_int("CHAT_OVERLOAD_RETRY_SECONDS", 15)
 SERVING_EVENT_TIMEOUT_SECONDS = env_float("SERVING_EVENT_TIMEOUT_SECONDS", 60.0)
 # A customer message unanswered this long (seconds) is marked as a failed reply by beat.
 CHAT_REPLY_PENDING_MAX_SECONDS = env_int("CHAT_REPLY_PENDING_MAX_SECONDS", 900)
+# A web process renews a lease in Redis on each reply it generates; one not renewed for
+# this long (seconds) was lost with its process, and its customer message is marked failed
+# when the conversation is next opened (messages younger than the grace are never touched).
+CHAT_REPLY_LEASE_SECONDS = env_float("CHAT_REPLY_LEASE_SECONDS", 10.0)
+CHAT_REPLY_LEASE_GRACE = env_float("CHAT_REPLY_LEASE_GRACE", 3.0)
 # An open agent socket re-checks its agent on every frame it receives, and at most this often
 # (seconds) while it only relays live frames.
 AGENT_RECHECK_SECONDS = env_float("AGENT_RECHECK_SECONDS", 5.0)

@@ -45,13 +45,19 @@ def static_urls() -> list[str]:
     return [u.strip().rstrip("/") for u in settings.MODEL_SERVER_URL.split(",") if u.strip()]
 
 
-def redis_client():
-    """A Redis client on REDIS_URL, or None in the embedded setup (no Redis)."""
-    if not settings.REDIS_URL:
-        return None
-    import redis
+_clients: dict[str, object] = {}
 
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, decode_responses=True)
+
+def redis_client():
+    """This process's Redis client on REDIS_URL, or None in the embedded setup (no Redis)."""
+    url = settings.REDIS_URL
+    if not url:
+        return None
+    if url not in _clients:
+        import redis
+
+        _clients[url] = redis.Redis.from_url(url, socket_timeout=5, decode_responses=True)
+    return _clients[url]
 
 
 def server_announce(
