@@ -105,6 +105,18 @@ def gguf_ensure(target: ServingTarget) -> Path:
             return hf_to_gguf(Path(merged), out, quant=settings.MODEL_SERVER_QUANT)
 
 
+def version_files_publish(target: ServingTarget) -> None:
+    """On the host that made a version: its GGUF (when model servers serve), then all its
+    files into the artifact store, from where every other host fetches them."""
+    from chatbot.artifacts import artifact_push
+    from chatbot.serving.cluster import remote_serving
+    from chatbot.serving.versions import artifact_name
+
+    if remote_serving():
+        gguf_ensure(target)
+    artifact_push(Path(target.artifact_path), name=artifact_name(target.version_number))
+
+
 def model_link(target: ServingTarget) -> Path:
     """Make the version's GGUF and link it into the router's directory as `v<N>.gguf`."""
     from chatbot.serving.remote import model_id
