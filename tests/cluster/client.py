@@ -202,7 +202,51 @@ async def model_killed(web: str, model_pids: list[int]) -> dict:
     }
 
 
-STEPS = {"live": live, "versions": versions, "web_killed": web_killed, "model_killed": model_killed}
+async def load(webs: list[str], chats: int, rounds: int = 1) -> dict:
+    """`chats` customers at once, spread over the web hosts, `rounds` times: every reply's
+    time to first token and tokens, and the wall time of each round."""
+    questions = [
+        "How long does shipping take?",
+        "Can I return a jacket I bought three weeks ago?",
+        "How do I get a refund?",
+        "Can I change the delivery address of my order?",
+        "Which payment methods do you accept?",
+        "My item arrived damaged. What now?",
+        "How do I cancel an order?",
+        "Do you ship internationally?",
+    ]
+    cookies = [await asyncio.to_thread(session_cookie, webs[i % len(webs)]) for i in range(chats)]
+
+    async def one(i: int, round_: int) -> dict:
+        base = webs[i % len(webs)]
+        ws = await connect(base, "/ws/chat/", cookies[i])
+        await frame(ws)
+        sent = time.time()
+        frames = await ask(ws, f"{questions[(i + round_) % len(questions)]} ({round_})")
+        await ws.close()
+        end = frames[-1]
+        first = next((f["_at"] for f in frames if f["type"] == "token"), None)
+        return {
+            "ok": end["type"] == "bot_message",
+            "ttft": None if first is None else first - sent,
+            "tokens": end.get("token_count") or 0,
+        }
+
+    replies, walls = [], []
+    for round_ in range(rounds):
+        start = time.time()
+        replies += await asyncio.gather(*(one(i, round_) for i in range(chats)))
+        walls.append(time.time() - start)
+    return {"replies": replies, "walls": walls}
+
+
+STEPS = {
+    "load": load,
+    "live": live,
+    "versions": versions,
+    "web_killed": web_killed,
+    "model_killed": model_killed,
+}
 
 if __name__ == "__main__":
     step, arguments = sys.argv[1], json.loads(sys.argv[2])
