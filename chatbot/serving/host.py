@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -106,49 +107,68 @@ def host_sync(state: HostState, version_id: int | None = None) -> bool:
 
 
 def host_run(proc: subprocess.Popen, state: HostState) -> int:
-    """Announce and keep the router fed until it exits or the host is told to stop."""
+    """Announce and keep the router fed until it exits or the host is told to stop.
+
+    The announcement has a thread of its own, so a long install (a version converted here)
+    never lets it lapse."""
     from django.conf import settings
 
     client = redis_client()
     if client is None:
         raise RuntimeError("a model-server host needs Redis (REDIS_URL) to announce itself")
-    stopping = []
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    beat = settings.MODEL_SERVER_HEARTBEAT_SECONDS
 
-    def stop(signum, _frame) -> None:
-        stopping.append(signum)
+    def heartbeat() -> None:
+        while not stopping.is_set():
+            try:
+                host_announce(client, state)
+            except Exception:  # noqa: BLE001 - Redis away: the next beat tries again
+                log.warning("Could not announce %s", state.advertise, exc_info=True)
+            stopping.wait(beat)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(VERSIONS_CHANNEL)
-    beat = settings.MODEL_SERVER_HEARTBEAT_SECONDS
+    announcer = threading.Thread(target=heartbeat, name="announce", daemon=True)
+    announcer.start()
     next_sync = 0.0
     try:
-        while not stopping:
+        while not stopping.is_set():
             if proc.poll() is not None:
                 log.error("llama-server exited with %s", proc.returncode)
                 return proc.returncode or 1
-            requested = None
             try:
                 message = pubsub.get_message(timeout=min(beat, 1.0))
+                requested = None
                 if message and message["type"] == "message":
                     requested = int(json.loads(message["data"])["version_id"])
                 if requested or time.monotonic() >= next_sync:
-                    host_sync(state, requested)
+                    if host_sync(state, requested):
+                        host_announce(client, state)  # at once, not at the next beat
                     if not requested:
                         next_sync = time.monotonic() + beat
-                host_announce(client, state)
             except Exception:  # noqa: BLE001 - Redis or the database away: try again
                 log.warning("Model-server host loop failed; retrying", exc_info=True)
-                time.sleep(1.0)
+                stopping.wait(1.0)
         return 0
     finally:
+        stopping.set()
+        announcer.join(timeout=10)  # no announcement after the withdrawal
         try:
             server_withdraw(client, url=state.advertise)
         except Exception:  # noqa: BLE001
             log.warning("Could not withdraw %s", state.advertise)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _router_stop(proc)
+
+
+def _router_stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
