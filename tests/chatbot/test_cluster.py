@@ -76,6 +76,8 @@ def cluster(settings, two_servers):
     pool.down_until.clear()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 async def test_chats_are_spread_over_the_servers(cluster, real_model_dir):
     target = base_target(real_model_dir)
     first = gateway.reply_stream(QUESTION, target, LONG)
@@ -88,6 +90,8 @@ async def test_chats_are_spread_over_the_servers(cluster, real_model_dir):
     assert sum(pool.busy.values()) == 0
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 async def test_a_dead_server_hands_the_chat_to_the_next_before_any_token(
     settings, cluster, real_model_dir
 ):
@@ -100,6 +104,8 @@ async def test_a_dead_server_hands_the_chat_to_the_next_before_any_token(
     assert dead in pool.down_until and cluster[0].url not in pool.down_until
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 async def test_a_server_dying_mid_reply_ends_it_with_an_error_then_the_next_chat_moves_on(
     settings, cluster, real_model_dir, tmp_path
 ):
@@ -178,6 +184,8 @@ def host(transactional_db, settings, real_model_dir, tmp_path):
         log.close()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_promotion_reaches_the_model_server_host_within_seconds(host, real_model_dir, tmp_path):
     from training.models import ModelVersion
     from training.registry import base_version_ensure, version_create, version_promote
@@ -223,6 +231,8 @@ def test_a_promotion_reaches_the_model_server_host_within_seconds(host, real_mod
     assert proc.poll() is None
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_model_server_host_that_stops_is_withdrawn(host):
     url, proc, _log = host
     wait_for(lambda: announced(url), 120, "the host announced itself")
