@@ -131,8 +131,12 @@ async def reply_stream(
     if remote_serving():
         from chatbot.serving.remote import remote_reply_stream
 
-        async for event in remote_reply_stream(messages, target, params):
-            yield event
+        remote = remote_reply_stream(messages, target, params)
+        try:
+            async for event in remote:
+                yield event
+        finally:
+            await remote.aclose()  # closing this stream stops the server's request at once
         return
     choose = side_engine_for if side else engine_for
     loop = asyncio.get_running_loop()
