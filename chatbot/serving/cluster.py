@@ -144,24 +144,23 @@ class ServerPool:
         self._known_at = 0.0
 
     def servers(self) -> list[ServerInfo]:
-        """Static and announced servers, announcements read at most once a second
+        """Announced servers (read from Redis at most once a second) and the fixed list
         (blocking: call off the event loop)."""
         now = time.monotonic()
         with self._lock:
-            if now - self._known_at < 1.0:
-                return self._known
-        announced: list[ServerInfo] = []
-        if settings.MODEL_SERVER_DISCOVER:
-            try:
-                client = redis_client()
-                announced = servers_announced(client) if client is not None else []
-            except Exception:  # noqa: BLE001 - fall back to the fixed list
-                log.warning("Could not read the model servers from Redis", exc_info=True)
-        by_url = {s.url: s for s in announced}
-        known = announced + [ServerInfo(u) for u in static_urls() if u not in by_url]
-        with self._lock:
-            self._known, self._known_at = known, now
-        return known
+            announced, fresh = self._known, now - self._known_at < 1.0
+        if not fresh:
+            announced = []
+            if settings.MODEL_SERVER_DISCOVER:
+                try:
+                    client = redis_client()
+                    announced = servers_announced(client) if client is not None else []
+                except Exception:  # noqa: BLE001 - fall back to the fixed list
+                    log.warning("Could not read the model servers from Redis", exc_info=True)
+            with self._lock:
+                self._known, self._known_at = announced, now
+        by_url = {s.url for s in announced}
+        return announced + [ServerInfo(u) for u in static_urls() if u not in by_url]
 
     def forget(self) -> None:
         with self._lock:
