@@ -62,6 +62,13 @@ class Host:
     data_dir: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
+    def env(self) -> dict[str, str]:
+        """What is this host's own: its data folder and its artifact cache."""
+        return {
+            "DATA_DIR": str(self.data_dir),
+            "ARTIFACT_CACHE_DIR": str(self.data_dir / "artifact-cache"),
+        }
+
 
 @dataclass
 class Lab:
@@ -112,7 +119,7 @@ class Lab:
             proc = subprocess.Popen(
                 prefix + command,
                 cwd=ROOT,
-                env={**os.environ, **self.env, "DATA_DIR": str(host.data_dir), **(env or {})},
+                env={**os.environ, **self.env, **host.env(), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -125,7 +132,7 @@ class Lab:
         done = subprocess.run(
             ["ip", "netns", "exec", host.netns, *command],
             cwd=ROOT,
-            env={**os.environ, **self.env, "DATA_DIR": str(host.data_dir), **(env or {})},
+            env={**os.environ, **self.env, **host.env(), **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
