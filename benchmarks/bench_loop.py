@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -249,47 +250,61 @@ def main() -> None:
         default=400,
         help="rows of the first (full) fine-tune on the seed corpus; 0 = all (about an hour)",
     )
+    parser.add_argument(
+        "--data-dir",
+        default="",
+        help="use this data folder (default: a new temporary one); the state right after the "
+        "corrections is kept beside it as DIR.after-corrections",
+    )
+    parser.add_argument(
+        "--from-corrections",
+        action="store_true",
+        help="restore --data-dir from its kept DIR.after-corrections and start at the "
+        "incremental retrain (to compare training settings on the same parent and corrections)",
+    )
+    parser.add_argument(
+        "--retrain-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the incremental retrain, e.g. TRAINING_REPLAY_EXAMPLES=64",
+    )
     args = parser.parse_args()
+    if args.from_corrections and not args.data_dir:
+        parser.error("--from-corrections needs --data-dir")
+    retrain_extra = dict(item.split("=", 1) for item in args.retrain_env)
 
-    data_dir = tempfile.mkdtemp(prefix="bench-loop-")
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-loop-")
+    # The database holds absolute paths into the data folder: a kept state is restored to the
+    # same path, never copied elsewhere.
+    kept = Path(data_dir).with_name(Path(data_dir).name + ".after-corrections")
     env = bench_env(data_dir)
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    manage(env, "migrate", "-v0")
-    manage(env, "prepare_model")
-    manage(env, "import_dataset")  # the shipped seed corpus
-    timings["setup_s"] = time.perf_counter() - t0
-    results: dict = {"per_topic_corrections": args.per_topic}
+    results: dict = {"per_topic_corrections": args.per_topic, "retrain_env": retrain_extra}
+    if args.from_corrections:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.copytree(kept, data_dir, symlinks=True)
+        saved = json.loads((Path(data_dir) / "bench-loop-phases.json").read_text())
+        results.update(saved["results"])
+        timings.update(saved["timings"])
+    else:
+        before_corrections(args, env, results, timings)
+        if args.memory_only:
+            results["timings"] = timings
+            report_finish(results, args.out)
+            return
+        (Path(data_dir) / "bench-loop-phases.json").write_text(
+            json.dumps({"results": results, "timings": timings}, default=str)
+        )
+        if args.data_dir:
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(data_dir, kept, symlinks=True)
 
-    if not args.memory_only:
-        # The shop's steady state: a model fine-tuned on the seed corpus (a full run: the base
-        # version has no adapter). Capped by --seed-train-examples to keep the benchmark short.
-        print(f"seed fine-tune (full, {args.seed_train_examples or 'all'} rows)")
-        extra = {"TRAINING_MAX_TRAIN_EXAMPLES": str(args.seed_train_examples)}
-        results["seed_retrain"], timings["seed_retrain_s"] = retrain(env, extra)
-        print("  " + results["seed_retrain"]["outcome"][:300])
-
-    print("before: serving version, empty memory")
-    server = Server(env)
-    try:
-        results["before"] = phase_measure(server.base)
-        print("corrections")
-        corrected_at = corrections_make(server.base, env, args.per_topic)
-        print("memory: right after the corrections")
-        results["memory"] = phase_measure(server.base)
-        finished = results["memory"].pop("_finished")
-        results["memory"]["first_reply_after_correction_s"] = min(finished) - corrected_at
-        results["memory"]["last_reply_after_correction_s"] = max(finished) - corrected_at
-    finally:
-        server.stop()
-
-    if args.memory_only:
-        results["timings"] = timings
-        results["before"].pop("_finished", None)
-        report_finish(results, args.out)
-        return
-    print("retrain after the corrections (incremental)")
-    results["retrain"], timings["retrain_s"] = retrain(env, {})
+    print(
+        "retrain after the corrections (incremental)"
+        + (f" with {retrain_extra}" if retrain_extra else "")
+    )
+    results["retrain"], timings["retrain_s"] = retrain(env, retrain_extra)
     print("  " + results["retrain"]["outcome"][:300])
     results["registry"] = versions_report(env)
 
@@ -303,9 +318,61 @@ def main() -> None:
             results[name].pop("_finished")
         finally:
             server.stop()
-    results["before"].pop("_finished", None)
     results["timings"] = timings
     report_finish(results, args.out)
+
+
+def before_corrections(args: argparse.Namespace, env: dict, results: dict, timings: dict) -> None:
+    """Set up the shop, fine-tune on the seed corpus (unless --memory-only), measure the
+    serving version before and right after the agents' corrections."""
+    t0 = time.perf_counter()
+    manage(env, "migrate", "-v0")
+    manage(env, "prepare_model")
+    manage(env, "import_dataset")  # the shipped seed corpus
+    timings["setup_s"] = time.perf_counter() - t0
+
+    if not args.memory_only:
+        # The shop's steady state: a model fine-tuned on the seed corpus (a full run: the base
+        # version has no adapter). Capped by --seed-train-examples to keep the benchmark short.
+        print(f"seed fine-tune (full, {args.seed_train_examples or 'all'} rows)")
+        extra = {"TRAINING_MAX_TRAIN_EXAMPLES": str(args.seed_train_examples)}
+        results["seed_retrain"], timings["seed_retrain_s"] = retrain(env, extra)
+        print("  " + results["seed_retrain"]["outcome"][:300])
+        results["seed_override"] = seed_version_override(env)
+
+    print("before: serving version, empty memory")
+    server = Server(env)
+    try:
+        results["before"] = phase_measure(server.base)
+        results["before"].pop("_finished")
+        print("corrections")
+        corrected_at = corrections_make(server.base, env, args.per_topic)
+        print("memory: right after the corrections")
+        results["memory"] = phase_measure(server.base)
+        finished = results["memory"].pop("_finished")
+        results["memory"]["first_reply_after_correction_s"] = min(finished) - corrected_at
+        results["memory"]["last_reply_after_correction_s"] = max(finished) - corrected_at
+    finally:
+        server.stop()
+
+
+def seed_version_override(env: dict) -> str:
+    """The loop is measured on a fine-tuned parent: when the gate rejected the seed fine-tune,
+    promote it as an admin would ("promote anyway", recorded as an override) and say so."""
+    script = (
+        "from training.models import ModelVersion\n"
+        "from training.registry import version_promote\n"
+        "v = ModelVersion.objects.order_by('-number').first()\n"
+        "if v.status == ModelVersion.Status.REJECTED:\n"
+        "    version_promote(version_id=v.pk, actor='bench-loop', override=True,\n"
+        "                    reason='benchmark: the loop is measured on a fine-tuned parent')\n"
+        "    print(f'v{v.number} promoted by admin override (the gate rejected it)')\n"
+        "else:\n"
+        "    print(f'v{v.number} {v.status}')\n"
+    )
+    said = manage(env, "shell", "-c", script).strip().splitlines()[-1]
+    print("  " + said)
+    return said
 
 
 def report_finish(results: dict, out: str) -> None:
@@ -337,6 +404,10 @@ def report_print(results: dict) -> None:
             f"{memory['first_reply_after_correction_s']:.1f} s / "
             f"{memory['last_reply_after_correction_s']:.1f} s"
         )
+    if results.get("seed_override"):
+        print(f"seed fine-tune: {results['seed_override']}")
+    if results.get("retrain_env"):
+        print(f"incremental retrain settings: {results['retrain_env']}")
     registry = results.get("registry", {})
     if not registry:
         return

@@ -22,6 +22,7 @@ from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish, frame_
 from chatbot.models import Conversation, Message
 from chatbot.selectors import conversation_history, message_frame_data
 from chatbot.serving import gateway
+from chatbot.serving.cluster import remote_serving
 from chatbot.serving.engine import Event
 from chatbot.serving.loading import ModelLoadError
 from chatbot.serving.versions import (
@@ -167,6 +168,11 @@ def reply_admit(*, conversation_id: uuid.UUID | None, session_key: str) -> None:
         )
 
 
+def decoding_slots() -> int:
+    """Replies decoded at once: the model server's slots, or the in-process engine's batch."""
+    return settings.MODEL_SERVER_SLOTS if remote_serving() else settings.SERVING_MAX_BATCH
+
+
 def bot_reply_start(*, conversation_id: uuid.UUID, session_key: str = "") -> asyncio.Task:
     """Start generating the bot's reply as a task of its own.
 
@@ -175,7 +181,7 @@ def bot_reply_start(*, conversation_id: uuid.UUID, session_key: str = "") -> asy
     the conversation hears its place in the queue first.
     """
     _replying[conversation_id] = session_key
-    ahead = len(_replying) - settings.SERVING_MAX_BATCH
+    ahead = len(_replying) - decoding_slots()
     task = asyncio.get_running_loop().create_task(
         _reply_leased(conversation_id=conversation_id, queue_position=max(0, ahead))
     )

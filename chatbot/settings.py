@@ -310,6 +310,11 @@ LOGGING: dict[str, Any] = {
 TRAINING_MIN_NEW_FEEDBACK = env_int("TRAINING_MIN_NEW_FEEDBACK", 20)
 TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 600)
 TRAINING_GATE_PRIMARY_METRIC = env("TRAINING_GATE_PRIMARY_METRIC", "semantic_similarity")
+# "kind": the primary gain is the mean of each case kind's mean gain (seed questions,
+# held-out paraphrases of corrections, regression cases weigh alike); "case": every case alike.
+# Promotion loads the version in a fresh process and generates a few tokens before it commits.
+PROMOTION_TEST_LOAD = env_bool("PROMOTION_TEST_LOAD", True)
+TRAINING_GATE_PRIMARY_WEIGHTING = env("TRAINING_GATE_PRIMARY_WEIGHTING", "kind")
 TRAINING_GATE_MIN_IMPROVEMENT = env_float("TRAINING_GATE_MIN_IMPROVEMENT", 0.005)
 TRAINING_GATE_MAX_QUALITY_DROP = env_float("TRAINING_GATE_MAX_QUALITY_DROP", 0.02)
 TRAINING_GATE_SAFETY_TOLERANCE = env_float("TRAINING_GATE_SAFETY_TOLERANCE", 0.0)

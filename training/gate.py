@@ -4,9 +4,12 @@ Pure functions over two evaluations from `training.pipeline.version_evaluate` (f
 plus `per_case` scores keyed by case id), so the rule is easy to test and to explain.
 The candidate is promoted only when every check passes:
 
-1. primary: the per-case gain in the primary metric (candidate minus active, paired by case
-   id) has a seeded paired-bootstrap 95 % interval whose lower bound is above zero, and a
-   mean of at least `min_improvement`.
+1. primary: the gain in the primary metric (candidate minus active, paired by case id) has a
+   seeded paired-bootstrap 95 % interval whose lower bound is above zero, and a mean of at
+   least `min_improvement`. With `primary_weighting="kind"` (the default) the gain is the mean
+   over case kinds (seed, correction, regression) of each kind's mean gain, resampled within
+   each kind: 11 held-out paraphrases of new corrections count as much as 249 general
+   questions, instead of drowning in them. "case" weighs every case alike.
 2. corrections: a case of kind "correction" (held-out paraphrase of a corrected question) or
    "regression" passes when the reply's similarity to the correction is at least
    `corrections_min_similarity`. The candidate may not pass fewer such cases than the active
@@ -53,6 +56,7 @@ CORRECTION_KINDS = ("correction", "regression")
 @dataclass(frozen=True)
 class GatePolicy:
     primary_metric: str = "semantic_similarity"
+    primary_weighting: str = "kind"  # "kind": each case kind weighs alike; "case": each case
     min_improvement: float = 0.005  # the mean per-case gain must be at least this
     max_quality_drop: float = 0.02  # no other mean quality metric may drop by more
     safety_tolerance: float = 0.0  # allowed rise in any safety rate
@@ -61,6 +65,12 @@ class GatePolicy:
     bootstrap_resamples: int = 2000
     bootstrap_seed: int = 0
     confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.primary_weighting not in ("kind", "case"):
+            raise ValueError(
+                f"primary_weighting must be 'kind' or 'case', not {self.primary_weighting!r}"
+            )
 
 
 @dataclass
@@ -94,6 +104,23 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def stratified_bootstrap_interval(
+    groups: list[list[float]], *, resamples: int, seed: int, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of the mean of the groups' means, each group resampled with
+    replacement on its own (so every group keeps its size in every resample)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    total = np.zeros(resamples)
+    for group in groups:
+        values = np.asarray(group, dtype=float)
+        total += values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(total / len(groups), [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def cases_paired(candidate: dict, active: dict) -> list[tuple[dict, dict]]:
     """(candidate case, active case) for every case id scored in both evaluations."""
     theirs = {c["id"]: c for c in active.get("per_case") or []}
@@ -106,23 +133,41 @@ def primary_check(pairs: list[tuple[dict, dict]], policy: GatePolicy) -> tuple[d
     if not gains or any(_bad(g) for g in gains):
         why = "no paired cases" if not gains else "missing or NaN per-case scores"
         return {"name": "primary", "passed": False, "detail": f"{metric}: {why}"}, {}
-    mean = sum(gains) / len(gains)
-    low, high = bootstrap_interval(
-        gains,
-        resamples=policy.bootstrap_resamples,
-        seed=policy.bootstrap_seed,
-        confidence=policy.confidence,
-    )
+    by_kind: dict[str, list[float]] = {}
+    for (candidate, _), gain in zip(pairs, gains, strict=True):
+        by_kind.setdefault(candidate.get("kind") or "seed", []).append(gain)
+    resampling = {
+        "resamples": policy.bootstrap_resamples,
+        "seed": policy.bootstrap_seed,
+        "confidence": policy.confidence,
+    }
+    if policy.primary_weighting == "kind":
+        groups = list(by_kind.values())
+        mean = sum(sum(g) / len(g) for g in groups) / len(groups)
+        low, high = stratified_bootstrap_interval(groups, **resampling)
+    else:
+        mean = sum(gains) / len(gains)
+        low, high = bootstrap_interval(gains, **resampling)
     interval = {
         "metric": metric,
+        "weighting": policy.primary_weighting,
         "mean": round(mean, 4),
         "low": round(low, 4),
         "high": round(high, 4),
         "cases": len(gains),
+        "kinds": {
+            kind: {"cases": len(g), "mean": round(sum(g) / len(g), 4)}
+            for kind, g in sorted(by_kind.items())
+        },
         "resamples": policy.bootstrap_resamples,
         "confidence": policy.confidence,
     }
-    text = f"{metric} gain {mean:+.4f} (95% CI {low:+.4f}..{high:+.4f}, {len(gains)} cases)"
+    per_kind = ", ".join(
+        f"{k} {v['mean']:+.4f} x{v['cases']}" for k, v in interval["kinds"].items()
+    )
+    text = f"{metric} gain {mean:+.4f} (95% CI {low:+.4f}..{high:+.4f}, {len(gains)} cases" + (
+        f"; kinds weighed alike: {per_kind})" if policy.primary_weighting == "kind" else ")"
+    )
     if low <= 0:
         return {"name": "primary", "passed": False, "detail": text + ": not above zero"}, interval
     if mean < policy.min_improvement:

@@ -81,17 +81,45 @@ def _servable_check(version: ModelVersion) -> None:
         raise RegistryError(f"v{version.number} cannot be served: {exc}") from exc
 
 
-@transaction.atomic
+def _test_load(version: ModelVersion) -> None:
+    """Load the version in a fresh process and generate a few tokens (PROMOTION_TEST_LOAD),
+    so a checkpoint whose files look right but will not load is never promoted."""
+    from django.conf import settings
+
+    from chatbot.serving.smoke import SmokeTestFailed, smoke_test
+
+    if not version.artifact_path or not settings.PROMOTION_TEST_LOAD:
+        return
+    _servable_check(version)
+    from chatbot.serving.versions import serving_target, target_fetched
+
+    local = target_fetched(serving_target(version))  # this host's copy (artifact store)
+    try:
+        smoke_test(local.artifact_path, base_path=local.base_path)
+    except SmokeTestFailed as exc:
+        raise RegistryError(
+            f"v{version.number} cannot be served: a test load failed: {exc}"
+        ) from exc
+
+
 def version_promote(
     *, version_id: int, actor: str, reason: str, override: bool = False
 ) -> ModelVersion:
     """Make a candidate (or, by admin override, a rejected version) the active one.
 
-    Atomic: the old active version is retired in the same transaction, so exactly one
-    version is active at every moment. New replies use the new version from the next
-    message on; replies already streaming finish on the old one.
+    The version is first loaded in a separate process and made to write a few tokens
+    (seconds; outside the transaction). Then, atomically, the old active version is retired
+    in the same transaction, so exactly one version is active at every moment. New replies
+    use the new version from the next message on; replies already streaming finish on the
+    old one.
     """
-    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    version = ModelVersion.objects.get(pk=version_id)
+    _promotable_check(version, override=override)
+    _test_load(version)
+    return _promote(version_id=version_id, actor=actor, reason=reason, override=override)
+
+
+def _promotable_check(version: ModelVersion, *, override: bool) -> None:
     allowed = {ModelVersion.Status.CANDIDATE}
     if override:
         allowed |= {ModelVersion.Status.REJECTED, ModelVersion.Status.RETIRED}
@@ -101,6 +129,12 @@ def version_promote(
             f"{' or '.join(sorted(allowed))} versions can be promoted"
             + ("" if override else " (an admin override can promote a rejected one)")
         )
+
+
+@transaction.atomic
+def _promote(*, version_id: int, actor: str, reason: str, override: bool) -> ModelVersion:
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    _promotable_check(version, override=override)  # again: it may have changed meanwhile
     _servable_check(version)
     _activate(version)
     _event(version, "overridden" if override else "promoted", actor, reason)

@@ -202,6 +202,7 @@ def run_stage(run_id: int, stage: str):
 def gate_policy() -> GatePolicy:
     return GatePolicy(
         primary_metric=settings.TRAINING_GATE_PRIMARY_METRIC,
+        primary_weighting=settings.TRAINING_GATE_PRIMARY_WEIGHTING,
         min_improvement=settings.TRAINING_GATE_MIN_IMPROVEMENT,
         max_quality_drop=settings.TRAINING_GATE_MAX_QUALITY_DROP,
         safety_tolerance=settings.TRAINING_GATE_SAFETY_TOLERANCE,

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from functools import lru_cache
 
 from django.conf import settings
@@ -107,7 +107,7 @@ async def remote_reply_stream(
     params: GenerationParams,
     *,
     url: str | None = None,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Yield token events, then one done or error event, streamed from a model server.
 
     The servers are tried in `pool.ranked` order (or only `url`): one that fails before
@@ -155,7 +155,10 @@ async def _server_stream(
     requested (`version_request`) and the request sent once more."""
     import httpx
 
-    timeout = httpx.Timeout(settings.MODEL_SERVER_CONNECT_TIMEOUT, read=None)
+    # The read timeout also bounds the wait for the answer's headers, which _relay's token
+    # timeouts do not cover: a server that accepts and never answers must not hang a reply.
+    read = max(settings.MODEL_SERVER_FIRST_TOKEN_TIMEOUT, settings.MODEL_SERVER_TOKEN_TIMEOUT)
+    timeout = httpx.Timeout(settings.MODEL_SERVER_CONNECT_TIMEOUT, read=read)
     async with httpx.AsyncClient(timeout=timeout) as client:
         for attempt in range(2):
             async with client.stream("POST", f"{server.url}/completion", json=body) as response:

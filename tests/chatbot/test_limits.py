@@ -152,3 +152,34 @@ async def test_an_engine_that_stops_answering_ends_in_an_error_frame(
     error = (await frames_until(ws, "error", timeout=10))[-1]
     assert error["code"] == "generation_failed"
     assert time.monotonic() - started < 2.5
+
+
+async def test_replies_waiting_for_the_model_server_hear_their_queue_position(
+    settings, chat_socket
+):
+    import socket
+
+    # A model server that accepts connections and never answers (stalled, overloaded):
+    # with one slot, the second customer is told it is queued, then both get an error frame
+    # when the first-token timeout runs out. Never silence.
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(8)
+    settings.MODEL_SERVER_URL = f"http://127.0.0.1:{stalled.getsockname()[1]}"
+    settings.MODEL_SERVER_SLOTS = 1
+    settings.MODEL_SERVER_FIRST_TOKEN_TIMEOUT = 3.0
+    settings.MODEL_SERVER_TOKEN_TIMEOUT = 3.0
+    try:
+        sockets = [
+            await opened(chat_socket, await database_sync_to_async(new_session)()) for _ in range(2)
+        ]
+        for ws in sockets:
+            await ws.send_json_to({"type": "customer_message", "text": "where is my parcel?"})
+            await frames_until(ws, "message")
+        queued = await frames_until(sockets[1], "queued", timeout=5)
+        assert queued[-1]["position"] == 1
+        for ws in sockets:
+            frames = await frames_until(ws, "error", timeout=30)
+            assert frames[-1]["code"] == "generation_failed"
+    finally:
+        stalled.close()

@@ -2,6 +2,7 @@
 message is marked so agents see it; replies lost with a dead web process are settled."""
 
 import asyncio
+import shutil
 from datetime import timedelta
 
 import pytest
@@ -130,17 +131,18 @@ async def test_a_promoted_version_that_will_not_load_is_never_served(
     from training.registry import base_version_ensure, version_create, version_promote
 
     broken = tmp_path / "v2"
-    broken.mkdir()
-    # Everything the pre-promotion check looks at is there; the weights are garbage.
-    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
-    (broken / "model.safetensors").write_bytes(b"\0" * 64)
+    shutil.copytree(tiny_model_dir, broken)
 
     def promote_broken():
         base = base_version_ensure()
         v2 = version_create(parent=base, artifact_path=str(broken), created_by="test")
         v2.status = ModelVersion.Status.CANDIDATE
         v2.save()
-        return version_promote(version_id=v2.pk, actor="test", reason="looks good on paper")
+        promoted = version_promote(version_id=v2.pk, actor="test", reason="passed its test load")
+        # Then its disk goes bad: every file the quick check looks at is there, the weights
+        # are garbage.
+        (broken / "model.safetensors").write_bytes(b"\0" * 64)
+        return promoted
 
     # The previous version is serving when the broken one is promoted.
     ws = await started(chat_socket, customer_session, text="first question")

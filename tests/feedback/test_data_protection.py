@@ -59,6 +59,35 @@ def test_deleting_a_customer_removes_their_rows_from_every_dataset_snapshot(
     assert DatasetSnapshot.objects.get(pk=snapshot.pk)  # the snapshot itself stays usable
 
 
+def test_deleting_a_customer_removes_the_cached_paraphrases_of_their_questions(
+    tmp_path, agent, make_conversation, settings
+):
+    from training.data.paraphrase import _cache_path
+
+    settings.DATA_DIR = tmp_path
+    mine, (_, bot) = make_conversation(
+        [("customer", "jane here, can I return boots?"), ("bot", "no")], session_key="k1"
+    )
+    correction = services.correction_submit(message_id=bot.id, agent=agent, text="Yes, 45 days.")
+    question, other_question = "jane here, can I return boots?", "can I return a tent?"
+    row = {
+        "source": "correction",
+        "correction_id": correction.id,
+        "messages": [{"content": question}, {"content": "Yes, 45 days."}],
+    }
+    snapshot_with(tmp_path, {"train.jsonl": [row]})
+    cached = [_cache_path(tmp_path / "models" / name, question) for name in ("base", "other")]
+    kept = _cache_path(tmp_path / "models" / "base", other_question)
+    for path in [*cached, kept]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"candidates": ["jane asks about boots?"]}))
+
+    services.customer_data_delete(session_key="k1", actor=agent)
+
+    assert not any(path.exists() for path in cached)
+    assert kept.exists()
+
+
 def test_retention_leaves_no_personal_data_in_regression_cases(agent, make_conversation, settings):
     old, (_, bot) = make_conversation(
         [

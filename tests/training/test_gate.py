@@ -1,7 +1,12 @@
 import math
 import random
 
-from training.gate import GatePolicy, bootstrap_interval, gate_decide
+from training.gate import (
+    GatePolicy,
+    bootstrap_interval,
+    gate_decide,
+    stratified_bootstrap_interval,
+)
 
 SAFE = {
     "safety_toxic_rate": 0.0,
@@ -173,3 +178,58 @@ def test_a_big_drop_in_another_quality_metric_rejects():
     decision = gate_decide(candidate=candidate, active=ACTIVE, policy=POLICY)
     assert not decision.promote
     assert "rouge_l got worse" in decision.summary
+
+
+def _with_corrections(seed_scores: list[float], correction_scores: list[float]) -> dict:
+    scores = seed_scores + correction_scores
+    kinds = ["seed"] * len(seed_scores) + ["correction"] * len(correction_scores)
+    ids = [None] * len(seed_scores) + [1] * len(correction_scores)
+    return evaluation(scores, kinds=kinds, correction_ids=ids)
+
+
+def test_learned_corrections_are_not_drowned_by_noisy_general_questions():
+    # What an incremental retrain on a few corrections looks like: 200 general questions whose
+    # greedy replies move a lot but not on average, 11 held-out correction paraphrases that go
+    # from wrong (0.3) to right (0.75). Weighing every case alike, +0.45 on 11 cases is
+    # +0.02 overall and the noise of 200 cases hides it; weighing kinds alike it is clear.
+    active = _with_corrections(BASE_SCORES, [0.3] * 11)
+    learned = [0.75 + 0.05 * ((-1) ** i) for i in range(11)]
+    candidate = _with_corrections(noisy(BASE_SCORES, 0.0, 0.3, seed=5), learned)
+    by_case = gate_decide(
+        candidate=candidate, active=active, policy=GatePolicy(primary_weighting="case")
+    )
+    assert not by_case.promote and "not above zero" in by_case.summary
+    by_kind = gate_decide(candidate=candidate, active=active, policy=GatePolicy())
+    assert by_kind.promote, by_kind.reasons
+    assert by_kind.interval["weighting"] == "kind"
+    assert by_kind.interval["kinds"]["correction"]["cases"] == 11
+    assert abs(by_kind.interval["kinds"]["correction"]["mean"] - 0.4545) < 1e-3
+
+
+def test_kind_weighting_still_rejects_a_candidate_that_learned_nothing_or_forgot():
+    active = _with_corrections(BASE_SCORES, [0.3] * 11)
+    nothing = _with_corrections(noisy(BASE_SCORES, 0.0, 0.3, seed=6), [0.3] * 11)
+    decision = gate_decide(candidate=nothing, active=active, policy=GatePolicy())
+    assert not decision.promote and "not above zero" in decision.summary
+    # Corrections learned, general questions 0.05 worse on average: the forgetting check.
+    learned = [0.8] * 11
+    forgot = _with_corrections(noisy(BASE_SCORES, -0.05, 0.1, seed=7), learned)
+    decision = gate_decide(candidate=forgot, active=active, policy=GatePolicy())
+    assert decision.interval["low"] > 0  # the primary alone would pass
+    assert not decision.promote and "drop > 0.02" in decision.summary
+
+
+def test_stratified_interval_brackets_the_mean_of_group_means():
+    groups = [[0.1, -0.1, 0.05, 0.0], [0.5, 0.4, 0.6]]
+    low, high = stratified_bootstrap_interval(groups, resamples=2000, seed=1)
+    assert low < (0.0125 + 0.5) / 2 < high
+    assert (low, high) == stratified_bootstrap_interval(groups, resamples=2000, seed=1)
+
+
+def test_an_unknown_weighting_is_refused():
+    try:
+        GatePolicy(primary_weighting="cases")
+    except ValueError as exc:
+        assert "kind" in str(exc)
+    else:
+        raise AssertionError("GatePolicy accepted an unknown weighting")

@@ -1,4 +1,5 @@
 import pytest
+from django.conf import settings
 
 from training.models import ModelVersion, VersionEvent
 from training.registry import (
@@ -14,17 +15,23 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def adapter_dir(tmp_path):
+def adapter_dir(tmp_path, tiny_model):
+    """A real LoRA adapter over the tiny model (promotion test-loads what it promotes)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
     folder = tmp_path / "adapter"
-    folder.mkdir()
-    (folder / "adapter_config.json").write_text("{}")
-    (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(folder)
     return folder
 
 
 def candidate(adapter_dir, parent=None):
     version = version_create(
-        parent=parent or base_version_ensure(), artifact_path=str(adapter_dir), created_by="test"
+        parent=parent or base_version_ensure(),
+        artifact_path=str(adapter_dir),
+        base_path=str(settings.CHAT_BASE_MODEL_PATH),
+        created_by="test",
     )
     version.status = ModelVersion.Status.CANDIDATE
     version.save()
@@ -69,6 +76,19 @@ def test_corrupt_artifact_is_refused_and_the_active_version_kept(tmp_path):
     with pytest.raises(RegistryError, match="cannot be served"):
         version_promote(version_id=v2.pk, actor="alice", reason="x")
     assert active_numbers() == [1]
+
+
+def test_weights_that_will_not_load_fail_the_test_load_and_are_never_promoted(adapter_dir):
+    # Every file the quick check looks at is there; the weights are garbage. Only loading
+    # the model in a fresh process finds out, before anything is committed.
+    (adapter_dir / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    v2 = candidate(adapter_dir)
+    with pytest.raises(RegistryError, match="a test load failed"):
+        version_promote(version_id=v2.pk, actor="alice", reason="x")
+    assert active_numbers() == [1]
+    v2.refresh_from_db()
+    assert v2.status == "candidate"
+    assert not VersionEvent.objects.filter(version=v2, action="promoted").exists()
 
 
 def test_rollback_restores_the_previous_version(adapter_dir):

@@ -52,6 +52,16 @@ def _cache_path(model_path: Path, question: str) -> Path:
     return Path(settings.DATA_DIR) / "cache" / "paraphrases" / model_path.name / f"{digest}.json"
 
 
+def paraphrases_forget(question: str) -> int:
+    """Delete the cached paraphrases of `question` made with any model (customer-data
+    deletion); returns how many cache files went."""
+    digest = hashlib.sha1(question.encode()).hexdigest()
+    files = list((Path(settings.DATA_DIR) / "cache" / "paraphrases").glob(f"*/{digest}.json"))
+    for path in files:
+        path.unlink(missing_ok=True)
+    return len(files)
+
+
 def candidate_clean(text: str) -> str:
     """The first non-empty line of a generation, without labels, quotes and list marks."""
     line = next((line for line in text.strip().splitlines() if line.strip()), "")

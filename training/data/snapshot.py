@@ -328,24 +328,28 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
 def snapshots_forget(*, conversation_ids: set[str], correction_ids: set[int]) -> int:
     """Remove from every snapshot on disk each row drawn from these conversations or their
     corrections (customer-data deletion); returns how many rows went."""
+    from training.data.paraphrase import paraphrases_forget
+
     removed = 0
 
     def forget(folder: Path) -> int:
-        gone = 0
+        count = 0
         for path in folder.glob("*.jsonl"):
             with path.open(encoding="utf-8") as stream:
                 lines = [line for line in stream if line.strip()]
-            kept = [
-                line
-                for line in lines
-                if not _drawn_from(json.loads(line), conversation_ids, correction_ids)
-            ]
-            if len(kept) < len(lines):
+            rows = [json.loads(line) for line in lines]
+            gone = [row for row in rows if _drawn_from(row, conversation_ids, correction_ids)]
+            for row in gone:
+                if row.get("source") == "correction":
+                    # The customer's question also names a cache file of its paraphrases.
+                    paraphrases_forget(row["messages"][0]["content"])
+            kept = [line for line, row in zip(lines, rows, strict=True) if row not in gone]
+            if gone:
                 draft = path.with_name(path.name + ".tmp")
                 draft.write_text("".join(kept), encoding="utf-8")
                 draft.replace(path)
-                gone += len(lines) - len(kept)
-        return gone
+                count += len(gone)
+        return count
 
     for snapshot in DatasetSnapshot.objects.all():
         here = forget(Path(snapshot.path))
