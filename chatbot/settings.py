@@ -294,6 +294,9 @@ MODEL_SERVER_ADVERTISE_URL = env("MODEL_SERVER_ADVERTISE_URL")
 MODEL_SERVER_RETRY_AFTER = env_float("MODEL_SERVER_RETRY_AFTER", 10.0)
 # The longest a reply waits for a model server to load a version it did not have (seconds).
 MODEL_SERVER_LOAD_WAIT = env_float("MODEL_SERVER_LOAD_WAIT", 120.0)
+# A shared secret between web processes and model servers (llama-server's API key): set it
+# whenever model servers listen beyond localhost (deploy.production requires it then).
+MODEL_SERVER_API_KEY = env("MODEL_SERVER_API_KEY")
 # A prebuilt llama-server; empty = deploy/build_llama_server.sh's cached build.
 LLAMA_SERVER_BIN = env("LLAMA_SERVER_BIN")
 

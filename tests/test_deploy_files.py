@@ -47,7 +47,8 @@ def test_compose_runs_the_whole_stack():
         env = services[name]["environment"]
         assert env["DJANGO_SETTINGS_MODULE"] == "deploy.production"
         assert env["MODEL_SERVER_DISCOVER"] == "1"
-        assert "DJANGO_SECRET_KEY" in env and ":?" in env["DJANGO_SECRET_KEY"]  # never a default
+        for secret in ("DJANGO_SECRET_KEY", "MODEL_SERVER_API_KEY"):
+            assert ":?" in env[secret]  # required, never a default
         assert "artifacts:/srv/artifacts" in services[name]["volumes"]  # the shared store
     # One private data volume per long-running app service: nothing else is shared.
     private = [v for n in app for v in services[n]["volumes"] if not v.startswith("artifacts:")]
@@ -89,7 +90,11 @@ def test_compose_config_where_an_engine_runs():
         ["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "-q"],
         capture_output=True,
         text=True,
-        env={"DJANGO_SECRET_KEY": "x" * 50, "PATH": "/usr/local/bin:/usr/bin:/bin"},
+        env={
+            "DJANGO_SECRET_KEY": "x" * 50,
+            "MODEL_SERVER_API_KEY": "y" * 20,
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+        },
     )
     assert done.returncode == 0, done.stderr
 

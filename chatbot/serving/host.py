@@ -27,7 +27,7 @@ from chatbot.serving.cluster import (
     server_announce,
     server_withdraw,
 )
-from chatbot.serving.model_server import model_publish
+from chatbot.serving.model_server import auth_headers, model_publish
 from chatbot.serving.versions import (
     ServingTarget,
     active_serving_target,
@@ -50,7 +50,7 @@ class HostState:
 
 def versions_listed(url: str) -> set[int]:
     """The versions the router has in its directory (`v<N>` names)."""
-    response = httpx.get(f"{url}/models", timeout=10)
+    response = httpx.get(f"{url}/models", headers=auth_headers(), timeout=10)
     response.raise_for_status()
     names = [m.get("id", "") for m in response.json().get("data", [])]
     return {int(n[1:]) for n in names if n.startswith("v") and n[1:].isdigit()}
@@ -61,7 +61,7 @@ def version_warm(url: str, target: ServingTarget) -> None:
     from chatbot.serving.remote import model_id
 
     body = {"model": model_id(target), "prompt": "Hello", "n_predict": 1, "stream": False}
-    response = httpx.post(f"{url}/completion", json=body, timeout=120)
+    response = httpx.post(f"{url}/completion", json=body, headers=auth_headers(), timeout=120)
     if response.status_code != 200:
         raise RuntimeError(f"loading v{target.version_number}: {response.text[:300]}")
 

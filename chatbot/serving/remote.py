@@ -20,6 +20,7 @@ from django.conf import settings
 from chatbot.prompting import prompt_fit
 from chatbot.serving.cluster import ServerInfo, pool
 from chatbot.serving.engine import Event, GenerationParams
+from chatbot.serving.model_server import auth_headers
 from chatbot.serving.versions import ServingTarget
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,8 @@ async def _server_stream(
     timeout = httpx.Timeout(settings.MODEL_SERVER_CONNECT_TIMEOUT, read=read)
     async with httpx.AsyncClient(timeout=timeout) as client:
         for attempt in range(2):
-            async with client.stream("POST", f"{server.url}/completion", json=body) as response:
+            url = f"{server.url}/completion"
+            async with client.stream("POST", url, json=body, headers=auth_headers()) as response:
                 if response.status_code in (400, 404) and attempt == 0:
                     detail = (await response.aread()).decode(errors="replace")
                     if "model" not in detail.lower():

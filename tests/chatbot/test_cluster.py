@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from django.db import connection
 
@@ -32,6 +33,7 @@ LONG = GenerationParams(max_new_tokens=200, temperature=0.0, repetition_penalty=
 SHORT = GenerationParams(max_new_tokens=12, temperature=0.0, repetition_penalty=1.0)
 QUESTION = [{"role": "user", "content": "Count from one to two hundred in words."}]
 ROOT = Path(__file__).resolve().parents[2]
+KEY = "cluster-test-key-" + "x" * 16
 
 
 def test_servers_are_ranked_ready_healthy_then_least_busy():
@@ -165,6 +167,7 @@ def host(transactional_db, settings, real_model_dir, tmp_path):
         "MODEL_SERVER_THREADS": "1",
         "MODEL_SERVER_SLOTS": "4",
         "MODEL_SERVER_KV_TOKENS": "4096",
+        "MODEL_SERVER_API_KEY": KEY,
     }
     log = open(tmp_path / "host.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -176,6 +179,7 @@ def host(transactional_db, settings, real_model_dir, tmp_path):
         start_new_session=True,
     )
     settings.CHAT_BASE_MODEL_PATH = str(real_model_dir)
+    settings.MODEL_SERVER_API_KEY = KEY
     settings.MODEL_SERVER_URL = ""
     settings.MODEL_SERVER_DISCOVER = True
     pool.forget()
@@ -198,6 +202,9 @@ def test_a_promotion_reaches_the_model_server_host_within_seconds(host, real_mod
     url, proc, log = host
     v1 = base_version_ensure()
     wait_for(lambda: (s := announced(url)) and 1 in s.versions, 120, "the host announced v1")
+    # It answers only those holding the shared key (MODEL_SERVER_API_KEY).
+    body = {"model": "v1", "prompt": "Hi", "n_predict": 1}
+    assert httpx.post(f"{url}/completion", json=body, timeout=60).status_code == 401
     # The trainer made the candidate's GGUF before the gate, as a retraining run does.
     adapter = adapter_make(real_model_dir, tmp_path / "v2-adapter")
     v2 = version_create(

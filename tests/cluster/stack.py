@@ -101,6 +101,7 @@ def stack_open(prepared: dict, *, model_hosts: int = 1, env: dict | None = None)
             "CHAT_BASE_MODEL_PATH": str(prepared["base"]),
             "LLAMA_SERVER_BIN": prepared["llama_server"],
             "MODEL_SERVER_DISCOVER": "1",
+            "MODEL_SERVER_API_KEY": "cluster-lab-model-key-" + "q" * 16,
             "MODEL_SERVER_HEARTBEAT_SECONDS": "1",
             "MODEL_SERVER_THREADS": "1",
             "MODEL_SERVER_SLOTS": "4",

@@ -7,7 +7,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from chatbot.serving.cluster import static_urls
 from chatbot.serving.host import HostState, host_run
-from chatbot.serving.model_server import ConversionError, model_link, server_command, server_spawn
+from chatbot.serving.model_server import (
+    ConversionError,
+    model_link,
+    server_command,
+    server_env,
+    server_spawn,
+)
 from chatbot.serving.versions import active_serving_target
 
 
@@ -38,7 +44,7 @@ class Command(BaseCommand):
         self.stdout.flush()
         if not settings.REDIS_URL:
             # One host, nothing to announce to: the router is this process, signals reach it.
-            os.execv(command[0], command)
+            os.execve(command[0], command, server_env())
         log_path = Path(settings.DATA_DIR) / f"llama-server-{port}.log"
         proc = server_spawn(host=host, port=port, log_path=log_path)
         local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
