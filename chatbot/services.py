@@ -18,10 +18,12 @@ from chatbot.approved.services import answer_used
 from chatbot.approved.store import AnswerMatch
 from chatbot.grounding import grounding_find
 from chatbot.handoff import EMPTY_REPLY_FALLBACK, handoff_check, status_frame
+from chatbot.leases import lease_release, leases_hold, leases_live
 from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish, frame_publish_on_commit
 from chatbot.models import Conversation, Message
 from chatbot.selectors import conversation_history, message_frame_data
 from chatbot.serving import gateway
+from chatbot.serving.cluster import remote_serving
 from chatbot.serving.engine import Event
 from chatbot.serving.loading import ModelLoadError
 from chatbot.serving.versions import (
@@ -169,6 +171,7 @@ def customer_message_receive(
 # customer's session, and the tasks doing it.
 _replying: dict[uuid.UUID, str] = {}
 _reply_tasks: set[asyncio.Task] = set()
+_lease_releases: set[asyncio.Task] = set()
 
 
 def reply_in_progress(conversation_id) -> bool:
@@ -192,7 +195,7 @@ def reply_admit(*, conversation_id: uuid.UUID | None, session_key: str) -> None:
 
 def decoding_slots() -> int:
     """Replies decoded at once: the model server's slots, or the in-process engine's batch."""
-    return settings.MODEL_SERVER_SLOTS if settings.MODEL_SERVER_URL else settings.SERVING_MAX_BATCH
+    return settings.MODEL_SERVER_SLOTS if remote_serving() else settings.SERVING_MAX_BATCH
 
 
 def bot_reply_start(*, conversation_id: uuid.UUID, session_key: str = "") -> asyncio.Task:
@@ -205,7 +208,7 @@ def bot_reply_start(*, conversation_id: uuid.UUID, session_key: str = "") -> asy
     _replying[conversation_id] = session_key
     ahead = len(_replying) - decoding_slots()
     task = asyncio.get_running_loop().create_task(
-        bot_reply_generate(conversation_id=conversation_id, queue_position=max(0, ahead))
+        _reply_leased(conversation_id=conversation_id, queue_position=max(0, ahead))
     )
     _reply_tasks.add(task)
 
@@ -215,6 +218,37 @@ def bot_reply_start(*, conversation_id: uuid.UUID, session_key: str = "") -> asy
 
     task.add_done_callback(forget)
     return task
+
+
+async def _reply_leased(*, conversation_id: uuid.UUID, queue_position: int) -> Message | None:
+    """bot_reply_generate holding the conversation's reply lease (chatbot/leases.py), so
+    other hosts can tell a reply in flight from one lost with its process."""
+    keeper = asyncio.get_running_loop().create_task(_lease_keep(conversation_id))
+    try:
+        return await bot_reply_generate(
+            conversation_id=conversation_id, queue_position=queue_position
+        )
+    finally:
+        keeper.cancel()
+        # Not awaited: the conversation takes its next message as soon as the reply ends.
+        release = asyncio.get_running_loop().create_task(
+            _lease_call(lease_release, conversation_id)
+        )
+        _lease_releases.add(release)
+        release.add_done_callback(_lease_releases.discard)
+
+
+async def _lease_keep(conversation_id: uuid.UUID) -> None:
+    while True:
+        await _lease_call(leases_hold, [conversation_id])
+        await asyncio.sleep(settings.CHAT_REPLY_LEASE_SECONDS / 3)
+
+
+async def _lease_call(action, argument) -> None:
+    try:
+        await database_sync_to_async(action, thread_sensitive=False)(argument)
+    except Exception:  # noqa: BLE001 - without Redis a lapsed lease only delays the sweep
+        log.warning("Reply lease update failed", exc_info=True)
 
 
 async def bot_reply_generate(
@@ -362,25 +396,28 @@ async def reply_failure_announce(*, conversation_id, message_ids: list[str]) -> 
     await token_publish(AGENTS_GROUP, notice)
 
 
-def pending_replies_settle(*, before) -> int:
+def pending_replies_settle(*, before, conversation_id: uuid.UUID | None = None) -> int:
     """Mark failed the customer messages still waiting for a reply that no process is
     generating any more (called when a web process starts, for messages older than its
-    start, and by beat for ones pending too long); each conversation hears of it."""
+    start; by beat for ones pending too long; when a socket opens a conversation, for
+    that one); each conversation hears of it. A conversation whose reply lease is live
+    (a process on some host is answering it) is left alone."""
     from asgiref.sync import async_to_sync
 
     answered = Message.objects.filter(
         conversation_id=OuterRef("conversation_id"), created_at__gt=OuterRef("created_at")
     ).exclude(role=Message.Role.CUSTOMER)
-    conversations = set(
-        Message.objects.filter(
-            role=Message.Role.CUSTOMER,
-            reply_failed_at__isnull=True,
-            created_at__lt=before,
-            conversation__status=Conversation.Status.BOT,
-        )
-        .exclude(Exists(answered))
-        .values_list("conversation_id", flat=True)
+    pending = Message.objects.filter(
+        role=Message.Role.CUSTOMER,
+        reply_failed_at__isnull=True,
+        created_at__lt=before,
+        conversation__status=Conversation.Status.BOT,
     )
+    if conversation_id is not None:
+        pending = pending.filter(conversation_id=conversation_id)
+    conversations = set(pending.exclude(Exists(answered)).values_list("conversation_id", flat=True))
+    live = leases_live(conversations)
+    conversations = {c for c in conversations if str(c) not in live and c not in _replying}
     marked = 0
     for conversation_id in conversations:
         ids = reply_failed_mark(conversation_id=conversation_id, before=before)

@@ -5,6 +5,7 @@ channel layer and a Celery broker on the local filesystem. `deploy/production.py
 these settings for a real deployment.
 """
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -239,6 +240,24 @@ CHAT_RATE_LIMIT_SECONDS = env_float("CHAT_RATE_LIMIT_SECONDS", 10.0)
 CHAT_BASE_MODEL_PATH = env("CHAT_BASE_MODEL_PATH")
 DEFAULT_MODEL_DIR = DATA_DIR / "models" / "smollm2-135m-instruct"
 ARTIFACTS_DIR = Path(env("ARTIFACTS_DIR", str(DATA_DIR / "artifacts")))
+
+# The artifact store (chatbot/artifacts.py, README "Scaling out"): model versions, dataset
+# snapshots and the knowledge index by name and content hash, through the storage alias
+# "artifacts". Default: a directory every host mounts; ARTIFACT_STORAGE_BACKEND and
+# ARTIFACT_STORAGE_OPTIONS (JSON) name another backend, e.g. django-storages' S3Storage.
+# Each host keeps verified copies in ARTIFACT_CACHE_DIR.
+ARTIFACT_STORE_DIR = Path(env("ARTIFACT_STORE_DIR", str(DATA_DIR / "artifact-store")))
+ARTIFACT_CACHE_DIR = Path(env("ARTIFACT_CACHE_DIR", str(DATA_DIR / "artifact-cache")))
+ARTIFACT_STORAGE = {
+    "BACKEND": env("ARTIFACT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
+    "OPTIONS": json.loads(env("ARTIFACT_STORAGE_OPTIONS", "{}"))
+    or {"location": str(ARTIFACT_STORE_DIR)},
+}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "artifacts": ARTIFACT_STORAGE,
+}
 SERVING_DTYPE = env("SERVING_DTYPE", "bfloat16")
 SERVING_THREADS = env_int("SERVING_THREADS", os.cpu_count() or 1)
 SERVING_MAX_BATCH = env_int("SERVING_MAX_BATCH", 8)
@@ -264,6 +283,20 @@ MODEL_SERVER_MAX_MODELS = env_int("MODEL_SERVER_MAX_MODELS", 2)
 MODEL_SERVER_CONNECT_TIMEOUT = env_float("MODEL_SERVER_CONNECT_TIMEOUT", 5.0)
 MODEL_SERVER_FIRST_TOKEN_TIMEOUT = env_float("MODEL_SERVER_FIRST_TOKEN_TIMEOUT", 60.0)
 MODEL_SERVER_TOKEN_TIMEOUT = env_float("MODEL_SERVER_TOKEN_TIMEOUT", 30.0)
+# Several model servers (README "Scaling out"): MODEL_SERVER_URL may list several, comma
+# separated; with MODEL_SERVER_DISCOVER on, web processes also use every model server that
+# announces itself in Redis (every MODEL_SERVER_HEARTBEAT_SECONDS; gone after 3 missed).
+MODEL_SERVER_DISCOVER = env_bool("MODEL_SERVER_DISCOVER", False)
+MODEL_SERVER_HEARTBEAT_SECONDS = env_float("MODEL_SERVER_HEARTBEAT_SECONDS", 2.0)
+# The address a model server announces (default: the one it listens on).
+MODEL_SERVER_ADVERTISE_URL = env("MODEL_SERVER_ADVERTISE_URL")
+# A server that just failed is tried last for this long (seconds).
+MODEL_SERVER_RETRY_AFTER = env_float("MODEL_SERVER_RETRY_AFTER", 10.0)
+# The longest a reply waits for a model server to load a version it did not have (seconds).
+MODEL_SERVER_LOAD_WAIT = env_float("MODEL_SERVER_LOAD_WAIT", 120.0)
+# A shared secret between web processes and model servers (llama-server's API key): set it
+# whenever model servers listen beyond localhost (deploy.production requires it then).
+MODEL_SERVER_API_KEY = env("MODEL_SERVER_API_KEY")
 # A prebuilt llama-server; empty = deploy/build_llama_server.sh's cached build.
 LLAMA_SERVER_BIN = env("LLAMA_SERVER_BIN")
 
@@ -308,6 +341,8 @@ KNOWLEDGE_MIN_SCORE = env_float("KNOWLEDGE_MIN_SCORE", 0.25)
 KNOWLEDGE_FLAT_MAX = env_int("KNOWLEDGE_FLAT_MAX", 20000)
 KNOWLEDGE_IVF_NPROBE = env_int("KNOWLEDGE_IVF_NPROBE", 16)
 KNOWLEDGE_RETRIEVAL = env_bool("KNOWLEDGE_RETRIEVAL", True)
+# How often a host looks in the artifact store for an index another host synced (seconds).
+KNOWLEDGE_INDEX_REFRESH_SECONDS = env_float("KNOWLEDGE_INDEX_REFRESH_SECONDS", 10.0)
 # Approved-answer memory (chatbot/approved): a customer question this close (MiniLM cosine)
 # to one an agent corrected gets the approved answer in the prompt; from the verbatim score on,
 # the approved text itself is the reply. Measured by benchmarks/calibrate_memory.py and
@@ -364,6 +399,11 @@ CHAT_OVERLOAD_RETRY_SECONDS = env_int("CHAT_OVERLOAD_RETRY_SECONDS", 15)
 SERVING_EVENT_TIMEOUT_SECONDS = env_float("SERVING_EVENT_TIMEOUT_SECONDS", 60.0)
 # A customer message unanswered this long (seconds) is marked as a failed reply by beat.
 CHAT_REPLY_PENDING_MAX_SECONDS = env_int("CHAT_REPLY_PENDING_MAX_SECONDS", 900)
+# A web process renews a lease in Redis on each reply it generates; one not renewed for
+# this long (seconds) was lost with its process, and its customer message is marked failed
+# when the conversation is next opened (messages younger than the grace are never touched).
+CHAT_REPLY_LEASE_SECONDS = env_float("CHAT_REPLY_LEASE_SECONDS", 10.0)
+CHAT_REPLY_LEASE_GRACE = env_float("CHAT_REPLY_LEASE_GRACE", 3.0)
 # An open agent socket re-checks its agent on every frame it receives, and at most this often
 # (seconds) while it only relays live frames.
 AGENT_RECHECK_SECONDS = env_float("AGENT_RECHECK_SECONDS", 5.0)

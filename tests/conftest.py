@@ -1,9 +1,18 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# A fresh artifact store and cache for each test session (inherited by the worker and
+# model-server processes tests start), so nothing from an earlier run is found there.
+_artifacts = tempfile.mkdtemp(prefix="chatbot-test-artifacts-")
+atexit.register(shutil.rmtree, _artifacts, True)
+os.environ.setdefault("ARTIFACT_STORE_DIR", os.path.join(_artifacts, "store"))
+os.environ.setdefault("ARTIFACT_CACHE_DIR", os.path.join(_artifacts, "cache"))
 
 
 def pytest_sessionstart(session):

@@ -44,6 +44,9 @@ PRODUCTION = {
         ({"DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY must be set"),
         ({"DJANGO_SECRET_KEY": "change-me"}, "too weak"),
         ({"DJANGO_DEBUG": "1"}, "DJANGO_DEBUG must be off"),
+        # Model servers on other hosts answer anyone on the network without a shared key.
+        ({"MODEL_SERVER_DISCOVER": "1"}, "MODEL_SERVER_API_KEY must be set"),
+        ({"MODEL_SERVER_URL": "http://model-1.internal:8081"}, "MODEL_SERVER_API_KEY must be set"),
     ],
 )
 def test_production_refuses_to_start_unsafe(tmp_path, change, complaint):
@@ -55,6 +58,10 @@ def test_production_starts_when_safe(tmp_path):
     result = python(SETTINGS + "print(s.DEBUG)", tmp_path, **PRODUCTION)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+    local = {"MODEL_SERVER_URL": "http://127.0.0.1:8081"}  # make run's own model server
+    assert python(SETTINGS + "print(1)", tmp_path, **PRODUCTION, **local).returncode == 0
+    keyed = {"MODEL_SERVER_DISCOVER": "1", "MODEL_SERVER_API_KEY": "k" * 32}
+    assert python(SETTINGS + "print(1)", tmp_path, **PRODUCTION, **keyed).returncode == 0
 
 
 def test_development_defaults_are_safe_and_the_key_is_this_installs_own(tmp_path):

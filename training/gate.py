@@ -136,18 +136,22 @@ def primary_check(pairs: list[tuple[dict, dict]], policy: GatePolicy) -> tuple[d
     by_kind: dict[str, list[float]] = {}
     for (candidate, _), gain in zip(pairs, gains, strict=True):
         by_kind.setdefault(candidate.get("kind") or "seed", []).append(gain)
-    resampling = {
-        "resamples": policy.bootstrap_resamples,
-        "seed": policy.bootstrap_seed,
-        "confidence": policy.confidence,
-    }
+    resamples, seed = policy.bootstrap_resamples, policy.bootstrap_seed
     if policy.primary_weighting == "kind":
         groups = list(by_kind.values())
         mean = sum(sum(g) / len(g) for g in groups) / len(groups)
-        low, high = stratified_bootstrap_interval(groups, **resampling)
+        low, high = stratified_bootstrap_interval(
+            groups, resamples=resamples, seed=seed, confidence=policy.confidence
+        )
     else:
         mean = sum(gains) / len(gains)
-        low, high = bootstrap_interval(gains, **resampling)
+        low, high = bootstrap_interval(
+            gains, resamples=resamples, seed=seed, confidence=policy.confidence
+        )
+    kinds = {
+        kind: {"cases": len(g), "mean": round(sum(g) / len(g), 4)}
+        for kind, g in sorted(by_kind.items())
+    }
     interval = {
         "metric": metric,
         "weighting": policy.primary_weighting,
@@ -155,16 +159,11 @@ def primary_check(pairs: list[tuple[dict, dict]], policy: GatePolicy) -> tuple[d
         "low": round(low, 4),
         "high": round(high, 4),
         "cases": len(gains),
-        "kinds": {
-            kind: {"cases": len(g), "mean": round(sum(g) / len(g), 4)}
-            for kind, g in sorted(by_kind.items())
-        },
+        "kinds": kinds,
         "resamples": policy.bootstrap_resamples,
         "confidence": policy.confidence,
     }
-    per_kind = ", ".join(
-        f"{k} {v['mean']:+.4f} x{v['cases']}" for k, v in interval["kinds"].items()
-    )
+    per_kind = ", ".join(f"{k} {v['mean']:+.4f} x{v['cases']}" for k, v in kinds.items())
     text = f"{metric} gain {mean:+.4f} (95% CI {low:+.4f}..{high:+.4f}, {len(gains)} cases" + (
         f"; kinds weighed alike: {per_kind})" if policy.primary_weighting == "kind" else ")"
     )

@@ -1,6 +1,7 @@
 """Reading and seeding the model-version registry, and its transitions (promote, reject,
-roll back). Serving reads it through `active_version` and `load_failure_rollback` (this
-module is what training/apps.py connects as chatbot.serving.versions.VersionRegistry)."""
+roll back). Serving reads it through `active_version`, `version_get` and
+`load_failure_rollback` (this module is what training/apps.py connects as
+chatbot.serving.versions.VersionRegistry)."""
 
 import logging
 
@@ -15,6 +16,11 @@ log = logging.getLogger(__name__)
 def active_version() -> ModelVersion | None:
     """The version in service (a read). Never None once migrated: see `base_version_ensure`."""
     return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+
+
+def version_get(version_id: int) -> ModelVersion | None:
+    """A version by primary key (a read), for serving a version beside the active one."""
+    return ModelVersion.objects.filter(pk=version_id).first()
 
 
 def base_version_ensure() -> ModelVersion:
@@ -81,15 +87,16 @@ def version_create(
 
 
 def _servable_check(version: ModelVersion) -> None:
-    from pathlib import Path
-
+    from chatbot.artifacts import ArtifactError
     from chatbot.serving.loading import ModelLoadError, artifact_check
+    from chatbot.serving.versions import artifact_local
 
     if not version.artifact_path:
         return  # the configured base model
     try:
-        artifact_check(Path(version.artifact_path))
-    except ModelLoadError as exc:
+        # This host's verified copy from the artifact store when it has the version.
+        artifact_check(artifact_local(version.number, version.artifact_path))
+    except (ModelLoadError, ArtifactError) as exc:
         raise RegistryError(f"v{version.number} cannot be served: {exc}") from exc
 
 
@@ -103,10 +110,11 @@ def _test_load(version: ModelVersion) -> None:
     if not version.artifact_path or not settings.PROMOTION_TEST_LOAD:
         return
     _servable_check(version)
-    from chatbot.serving.versions import base_model_path
+    from chatbot.serving.versions import serving_target, target_fetched
 
+    local = target_fetched(serving_target(version))  # this host's copy (artifact store)
     try:
-        smoke_test(version.artifact_path, base_path=version.base_path or str(base_model_path()))
+        smoke_test(local.artifact_path, base_path=local.base_path)
     except SmokeTestFailed as exc:
         raise RegistryError(
             f"v{version.number} cannot be served: a test load failed: {exc}"
@@ -153,6 +161,8 @@ def _promote(*, version_id: int, actor: str, reason: str, override: bool) -> Mod
 
 
 def _activate(version: ModelVersion) -> None:
+    from chatbot.serving.cluster import active_version_broadcast
+
     for old in ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE):
         old.status = ModelVersion.Status.RETIRED
         old.status_reason = f"replaced by v{version.number}"
@@ -160,6 +170,8 @@ def _activate(version: ModelVersion) -> None:
     version.status = ModelVersion.Status.ACTIVE
     version.activated_at = timezone.now()
     version.save(update_fields=["status", "activated_at"])
+    # Every model server hears of it once it is true in the database (README "Scaling out").
+    transaction.on_commit(lambda: active_version_broadcast(version.pk), robust=True)
 
 
 @transaction.atomic

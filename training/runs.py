@@ -243,21 +243,20 @@ def run_execute(run_id: int) -> TrainingRun | None:
                 overrides=run.config,
                 progress=record,
             )
-            if settings.MODEL_SERVER_URL:
-                # The model server's format (merged GGUF) is made before the gate, so a
-                # promotion is served within seconds and a version that cannot be converted
-                # fails here, leaving the active one in service.
-                from chatbot.serving.model_server import gguf_ensure
-                from chatbot.serving.versions import ServingTarget
+            # The model server's format (merged GGUF) is made before the gate and every file
+            # goes to the artifact store, so a promotion is served within seconds on every
+            # host, and a version that cannot be converted fails here, leaving the active one.
+            from chatbot.serving.model_server import version_files_publish
+            from chatbot.serving.versions import ServingTarget
 
-                gguf_ensure(
-                    ServingTarget(
-                        version_id=candidate.pk,
-                        version_number=candidate.number,
-                        artifact_path=trained.artifact_path,
-                        base_path=trained.base_path,
-                    )
+            version_files_publish(
+                ServingTarget(
+                    version_id=candidate.pk,
+                    version_number=candidate.number,
+                    artifact_path=trained.artifact_path,
+                    base_path=trained.base_path,
                 )
+            )
         with _while_running(run.pk):
             candidate.artifact_path = trained.artifact_path
             candidate.base_path = trained.base_path

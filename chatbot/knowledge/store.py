@@ -30,6 +30,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
+from chatbot.knowledge.artifact import index_publish, index_refresh
 from chatbot.knowledge.chunking import article_chunks, passage_embedding_text
 from chatbot.knowledge.index import (
     IndexUnreadable,
@@ -156,6 +157,7 @@ def index_sync(*, rebuild: bool = False) -> SyncResult:
             log.info("Rebuilding the knowledge index (%s)", reason)
             current = index_build(passage_vectors(db_ids), db_ids, flat_max=flat_max, nprobe=nprobe)
             index_save(current, path)
+            index_publish(path)
             _index_cache_put(path, current)
             return SyncResult(current.kind, len(db_ids), len(db_ids), 0, True, reason)
         remove = np.setdiff1d(current.ids, db_ids, assume_unique=True)
@@ -163,6 +165,7 @@ def index_sync(*, rebuild: bool = False) -> SyncResult:
         if len(remove) or len(add):
             index_update(current, remove=remove, add_vectors=passage_vectors(add), add_ids=add)
             index_save(current, path)
+            index_publish(path)
         _index_cache_put(path, current)
         return SyncResult(current.kind, len(current), len(add), len(remove))
 
@@ -206,6 +209,7 @@ def loaded_index() -> KnowledgeIndex:
     key = str(path)
     if key not in _checked:
         index_sync()  # caches the result
+    index_refresh(path)  # another host's newer index, from the artifact store
     signature = _signature(path)
     cached = _cache.get(key)
     if cached and cached[0] == signature:

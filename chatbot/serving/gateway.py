@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from chatbot.artifacts import ArtifactError
+from chatbot.serving.cluster import remote_serving
 from chatbot.serving.engine import Engine, EngineClosed, Event, GenerationParams
 from chatbot.serving.loading import ModelLoadError, model_load
-from chatbot.serving.versions import ServingTarget
+from chatbot.serving.versions import ServingTarget, target_fetched
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,14 @@ def _engine_start(target: ServingTarget) -> Engine:
     if failed and time.monotonic() - failed[0] < LOAD_FAILURE_MEMORY_SECONDS:
         raise failed[1]
     try:
+        local = target_fetched(target)
         loaded = model_load(
-            target.artifact_path, base_path=target.base_path, dtype=settings.SERVING_DTYPE
+            local.artifact_path, base_path=local.base_path, dtype=settings.SERVING_DTYPE
         )
+    except ArtifactError as exc:
+        error = ModelLoadError(str(exc))
+        _load_failures[target.artifact_path] = (time.monotonic(), error)
+        raise error from exc
     except ModelLoadError as exc:
         _load_failures[target.artifact_path] = (time.monotonic(), exc)
         raise
@@ -116,15 +123,20 @@ async def reply_stream(
     """Yield token events, then one done (or error) event, for one chat. `side`: serve
     `target` beside the active version (side_engine_for) instead of switching to it.
 
-    With MODEL_SERVER_URL set the model server generates (it serves any version it has, so
-    `side` changes nothing there); otherwise an engine in this process.
+    With model servers configured (MODEL_SERVER_URL, MODEL_SERVER_DISCOVER) one of them
+    generates (they serve any version they have, so `side` changes nothing there);
+    otherwise an engine in this process.
     """
     params = params or default_params()
-    if settings.MODEL_SERVER_URL:
+    if remote_serving():
         from chatbot.serving.remote import remote_reply_stream
 
-        async for event in remote_reply_stream(messages, target, params):
-            yield event
+        remote = remote_reply_stream(messages, target, params)
+        try:
+            async for event in remote:
+                yield event
+        finally:
+            await remote.aclose()  # closing this stream stops the server's request at once
         return
     choose = side_engine_for if side else engine_for
     loop = asyncio.get_running_loop()

@@ -110,6 +110,18 @@ def model_id(target: ServingTarget) -> str:
     return f"v{target.version_number}"
 
 
+def version_files_publish(target: ServingTarget) -> None:
+    """On the host that made a version: its GGUF (when model servers serve), then all its
+    files into the artifact store, from where every other host fetches them."""
+    from chatbot.artifacts import artifact_push
+    from chatbot.serving.cluster import remote_serving
+    from chatbot.serving.versions import artifact_name
+
+    if remote_serving():
+        gguf_ensure(target)
+    artifact_push(Path(target.artifact_path), name=artifact_name(target.version_number))
+
+
 def model_link(target: ServingTarget) -> Path:
     """Make the version's GGUF and link it into the router's directory as `v<N>.gguf`."""
     source = gguf_ensure(target)
@@ -124,12 +136,24 @@ def model_link(target: ServingTarget) -> Path:
     return link
 
 
+def auth_headers() -> dict[str, str]:
+    """What every request to a model server carries (MODEL_SERVER_API_KEY)."""
+    key = settings.MODEL_SERVER_API_KEY
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def server_env() -> dict[str, str]:
+    """llama-server's environment: the API key goes there, not on its (visible) command line."""
+    key = settings.MODEL_SERVER_API_KEY
+    return {**os.environ, "LLAMA_API_KEY": key} if key else dict(os.environ)
+
+
 def model_publish(target: ServingTarget, url: str) -> None:
     """Make the version servable by the running router (blocking: call off the loop)."""
     import httpx
 
     model_link(target)
-    response = httpx.get(f"{url}/models", params={"reload": 1}, timeout=30)
+    response = httpx.get(f"{url}/models", params={"reload": 1}, headers=auth_headers(), timeout=30)
     response.raise_for_status()
     log.info("Published v%s to the model server at %s", target.version_number, url)
 
@@ -201,6 +225,7 @@ def server_spawn(*, port: int, log_path: Path, host: str = "127.0.0.1") -> subpr
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=server_env(),
         )
     server_wait(f"http://{host}:{port}", proc)
     return proc

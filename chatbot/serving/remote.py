@@ -1,23 +1,26 @@
-"""Stream a reply from the model server (llama.cpp's llama-server in router mode).
+"""Stream a reply from a model server (llama.cpp's llama-server in router mode).
 
 The prompt is rendered and fitted here with the version's own tokenizer, exactly as the
 in-process engine does, and sent as token ids to `/completion`; the server streams the
-reply back as server-sent events. Every failure (no server, a timeout, the server dying
-mid-reply) ends the stream with one error event, never with silence.
+reply back as server-sent events. With several servers (`cluster.py`) a chat goes to the
+best-ranked one and moves on to the next while nothing has been sent. Every failure (no
+server, a timeout, the server dying mid-reply) ends the stream with one error event, never
+with silence.
 """
 
 import asyncio
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from functools import lru_cache
 
 from django.conf import settings
 
 from chatbot.prompting import prompt_fit
+from chatbot.serving.cluster import ServerInfo, pool
 from chatbot.serving.engine import Event, GenerationParams
-from chatbot.serving.model_server import model_id, model_publish
+from chatbot.serving.model_server import auth_headers, model_id
 from chatbot.serving.versions import ServingTarget
 
 log = logging.getLogger(__name__)
@@ -100,40 +103,106 @@ async def remote_reply_stream(
     params: GenerationParams,
     *,
     url: str | None = None,
-) -> AsyncIterator[Event]:
-    """Yield token events, then one done or error event, streamed from the model server."""
+) -> AsyncGenerator[Event, None]:
+    """Yield token events, then one done or error event, streamed from a model server.
+
+    The servers are tried in `pool.ranked` order (or only `url`): one that fails before
+    sending a token hands the chat to the next; one that fails after sending some ends the
+    reply with an error event (the customer has seen part of it; a retry would repeat it).
+    """
     import httpx
     from asgiref.sync import sync_to_async
 
-    url = (url or settings.MODEL_SERVER_URL).rstrip("/")
     ids = await sync_to_async(prompt_ids, thread_sensitive=False)(messages, target, params)
     body = completion_request(ids, model_id(target), params)
+    if url:
+        servers = [ServerInfo(url.rstrip("/"))]
+    else:
+        servers = await sync_to_async(pool.ranked, thread_sensitive=False)(target.version_number)
+    if not servers:
+        yield Event("error", text="model server failed: no model server is configured or up")
+        return
+    error: Exception | None = None
+    for server in servers:
+        sent = 0
+        pool.opened(server.url)
+        try:
+            async for event in _server_stream(server, body, target, len(ids)):
+                sent += event.kind == "token"
+                yield event
+            pool.succeeded(server.url)
+            return
+        except (httpx.HTTPError, ModelServerError, TimeoutError, ValueError) as exc:
+            log.error("Model server %s failed after %s tokens: %s", server.url, sent, exc)
+            pool.failed(server.url)
+            error = exc
+            if sent:
+                yield Event("error", text=f"model server failed mid-reply: {_describe(exc)}")
+                return
+        finally:
+            pool.closed(server.url)
+    yield Event("error", text=f"model server failed: {_describe(error or ModelServerError())}")
+
+
+async def _server_stream(
+    server: ServerInfo, body: dict, target: ServingTarget, prompt_tokens: int
+) -> AsyncIterator[Event]:
+    """One server's reply; raises on any failure. A version the server does not know yet is
+    requested (`version_request`) and the request sent once more."""
+    import httpx
+
     # The read timeout also bounds the wait for the answer's headers, which _relay's token
     # timeouts do not cover: a server that accepts and never answers must not hang a reply.
     read = max(settings.MODEL_SERVER_FIRST_TOKEN_TIMEOUT, settings.MODEL_SERVER_TOKEN_TIMEOUT)
     timeout = httpx.Timeout(settings.MODEL_SERVER_CONNECT_TIMEOUT, read=read)
-    try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            for attempt in range(2):
-                async with client.stream("POST", f"{url}/completion", json=body) as response:
-                    if response.status_code in (400, 404) and attempt == 0:
-                        detail = (await response.aread()).decode(errors="replace")
-                        if "model" not in detail.lower():
-                            raise ModelServerError(f"model server refused: {detail[:300]}")
-                        # A version it has not seen yet: publish its GGUF, then retry once.
-                        await sync_to_async(model_publish, thread_sensitive=False)(target, url)
-                        continue
-                    if response.status_code != 200:
-                        detail = (await response.aread()).decode(errors="replace")
-                        raise ModelServerError(
-                            f"model server answered {response.status_code}: {detail[:300]}"
-                        )
-                    async for event in _relay(response, len(ids)):
-                        yield event
-                    return
-    except (httpx.HTTPError, ModelServerError, TimeoutError, ValueError) as exc:
-        log.error("Model server %s failed: %s", url, exc)
-        yield Event("error", text=f"model server failed: {_describe(exc)}")
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        for attempt in range(2):
+            url = f"{server.url}/completion"
+            async with client.stream("POST", url, json=body, headers=auth_headers()) as response:
+                if response.status_code in (400, 404) and attempt == 0:
+                    detail = (await response.aread()).decode(errors="replace")
+                    if "model" not in detail.lower():
+                        raise ModelServerError(f"model server refused: {detail[:300]}")
+                    await version_request(server, target)
+                    continue
+                if response.status_code != 200:
+                    detail = (await response.aread()).decode(errors="replace")
+                    raise ModelServerError(
+                        f"model server answered {response.status_code}: {detail[:300]}"
+                    )
+                async for event in _relay(response, prompt_tokens):
+                    yield event
+                return
+
+
+async def version_request(server: ServerInfo, target: ServingTarget) -> None:
+    """Get `target` onto `server`. A server that announces itself loads versions itself:
+    ask it over Redis and wait (MODEL_SERVER_LOAD_WAIT) until it lists the version. A bare
+    llama-server (no announcement, or no Redis) shares this host's disk: publish its GGUF."""
+    from asgiref.sync import sync_to_async
+
+    from chatbot.serving.cluster import redis_client, servers_announced, version_announce
+    from chatbot.serving.model_server import model_publish
+
+    client = redis_client() if server.announced else None
+    if client is None:
+        await sync_to_async(model_publish, thread_sensitive=False)(target, server.url)
+        return
+    number = target.version_number
+    await sync_to_async(version_announce)(client, version_id=target.version_id)
+    deadline = asyncio.get_running_loop().time() + settings.MODEL_SERVER_LOAD_WAIT
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.25)
+        found = await sync_to_async(servers_announced)(client)
+        current = next((s for s in found if s.url == server.url), None)
+        if current is None:
+            raise ModelServerError(f"{server.url} stopped announcing itself")
+        if number in current.versions:
+            pool.forget()
+            return
+        if number in current.failed:
+            raise ModelServerError(f"{server.url} cannot serve v{number}: {current.failed[number]}")
+    raise ModelServerError(f"{server.url} did not load v{number} in time")
 
 
 async def _relay(response, prompt_tokens: int) -> AsyncIterator[Event]:

@@ -7,16 +7,16 @@ log = logging.getLogger(__name__)
 
 
 def warmup() -> None:
-    from django.conf import settings
     from django.db import close_old_connections
 
     from chatbot.serving import gateway
+    from chatbot.serving.cluster import remote_serving
     from chatbot.serving.engine import GenerationParams, engine_timing_probe
     from chatbot.serving.versions import active_serving_target
 
     try:
         target = active_serving_target()
-        if settings.MODEL_SERVER_URL:
+        if remote_serving():
             _remote_warmup(target)
             return
         engine = gateway.engine_for(target)

@@ -160,3 +160,31 @@ async def test_a_promoted_version_that_will_not_load_is_never_served(
     assert await database_sync_to_async(
         VersionEvent.objects.filter(version=v2, action="rolled_back").exists
     )()
+
+
+async def test_a_reply_lost_on_another_host_is_marked_when_the_customer_comes_back(
+    settings, chat_socket, customer_session
+):
+    """Another host died answering: its reply lease lapses, and the customer reconnecting
+    here sees the message marked failed. While the lease lives (the reply may still be
+    coming), nothing is touched."""
+    from chatbot.leases import lease_release, leases_hold
+
+    settings.CHAT_REPLY_LEASE_GRACE = 0.5
+    conversation = await Conversation.objects.acreate(session_key=customer_session)
+    lost = await database_sync_to_async(services.customer_message_log)(
+        conversation=conversation, text="where is my parcel?"
+    )
+    await database_sync_to_async(leases_hold)([conversation.id])  # "web-1" is answering
+    await asyncio.sleep(0.6)
+    ws = await chat_socket(customer_session, f"conversation={conversation.id}")
+    history = await ws.receive_json_from(timeout=10)
+    assert history["messages"][-1]["reply_failed"] is False
+    await ws.disconnect()
+
+    await database_sync_to_async(lease_release)(conversation.id)  # "web-1" died
+    ws = await chat_socket(customer_session, f"conversation={conversation.id}")
+    frames = await frames_until(ws, "history")
+    assert frames[-1]["messages"][-1]["reply_failed"] is True
+    await lost.arefresh_from_db()
+    assert lost.reply_failed_at is not None

@@ -118,3 +118,44 @@ def test_beat_clears_expired_sessions():
     assert "chatbot.tasks.sessions_clear" in {task for _, task, _ in DEFAULT_JOBS}
     sessions_clear()
     assert list(Session.objects.values_list("session_key", flat=True)) == [live.session_key]
+
+
+def test_deleting_a_customer_also_rewrites_the_artifact_store_copy(
+    tmp_path, settings, agent, make_conversation
+):
+    """A snapshot made on the trainer host lives in the artifact store too: other hosts read
+    it from there, and deleting a customer removes their rows there, old blobs included."""
+    import shutil
+
+    from chatbot.artifacts import artifact_push
+    from training.data.snapshot import snapshot_artifact_name, snapshot_rows
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "store")},
+        },
+    }
+    settings.ARTIFACT_CACHE_DIR = tmp_path / "cache"
+    mine, _ = make_conversation([("customer", "mail me at jane@example.com")], session_key="k1")
+    mine_row = {"conversation_id": str(mine.id), "messages": [{"content": "jane@example.com"}]}
+    other_row = {"conversation_id": "someone-else", "messages": [{"content": "hello"}]}
+    seed = {"id": "seed:1", "correction_id": None, "expected": "Returns take 30 days."}
+    snapshot = snapshot_with(
+        tmp_path,
+        {"train.jsonl": [mine_row, other_row], "eval.jsonl": [seed]},
+    )
+    artifact_push(tmp_path / "datasets" / "s1", name=snapshot_artifact_name("s1"))
+    shutil.rmtree(tmp_path / "datasets")  # this host never had the trainer's folder
+    assert snapshot_rows(snapshot, "train") == [mine_row, other_row]  # read from the store
+
+    counts = services.customer_data_delete(session_key="k1", actor=agent)
+
+    assert counts["snapshot_rows"] == 1
+    stored = "".join(p.read_text() for p in (tmp_path / "store").rglob("*") if p.is_file())
+    assert "jane" not in stored.lower() and str(mine.id) not in stored
+    cached = "".join(p.read_text() for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert "jane" not in cached.lower()
+    assert snapshot_rows(snapshot, "train") == [other_row]
+    assert snapshot_rows(snapshot, "eval") == [seed]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from chatbot.artifacts import ArtifactError, artifact_pull, artifact_push, artifact_rewrite
 from chatbot.pii import pii_mask
 from training.config import TrainConfig
 from training.data import sources
@@ -40,6 +41,11 @@ class DatasetError(Exception):
 
 def datasets_dir() -> Path:
     return Path(settings.DATA_DIR) / "datasets"
+
+
+def snapshot_artifact_name(name: str) -> str:
+    """The snapshot's name in the artifact store (chatbot/artifacts.py)."""
+    return f"datasets/{name}"
 
 
 def stable_fraction(text: str, salt: str) -> float:
@@ -307,6 +313,7 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
     }
     (partial / "report.json").write_text(json.dumps({"config": data_config, **report}, indent=2))
     partial.rename(target)
+    artifact_push(target, name=snapshot_artifact_name(name))  # for every other host
     return DatasetSnapshot.objects.create(
         name=name,
         path=str(target),
@@ -324,8 +331,10 @@ def snapshots_forget(*, conversation_ids: set[str], correction_ids: set[int]) ->
     from training.data.paraphrase import paraphrases_forget
 
     removed = 0
-    for snapshot in DatasetSnapshot.objects.all():
-        for path in Path(snapshot.path).glob("*.jsonl"):
+
+    def forget(folder: Path) -> int:
+        count = 0
+        for path in folder.glob("*.jsonl"):
             with path.open(encoding="utf-8") as stream:
                 lines = [line for line in stream if line.strip()]
             rows = [json.loads(line) for line in lines]
@@ -339,7 +348,14 @@ def snapshots_forget(*, conversation_ids: set[str], correction_ids: set[int]) ->
                 draft = path.with_name(path.name + ".tmp")
                 draft.write_text("".join(kept), encoding="utf-8")
                 draft.replace(path)
-                removed += len(gone)
+                count += len(gone)
+        return count
+
+    for snapshot in DatasetSnapshot.objects.all():
+        here = forget(Path(snapshot.path))
+        # The artifact store's copy too (old blobs deleted), wherever the snapshot was made.
+        stored = artifact_rewrite(snapshot_artifact_name(snapshot.name), forget)
+        removed += here or stored
     return removed
 
 
@@ -370,7 +386,13 @@ def snapshot_rows(snapshot: DatasetSnapshot, split: str) -> list[dict]:
     """Rows of a split ("train", "validation"), the evaluation cases ("eval") or
     "preferences"."""
     filename = PREFERENCES_FILE if split == "preferences" else SPLIT_FILES[split]
-    path = Path(snapshot.path) / filename
+    folder = Path(snapshot.path)
+    if not folder.is_dir():  # made on another host: this host's copy from the store
+        try:
+            folder = artifact_pull(snapshot_artifact_name(snapshot.name))
+        except ArtifactError as exc:
+            raise DatasetError(f"Snapshot {snapshot.name} is not on this host: {exc}") from exc
+    path = folder / filename
     if not path.exists():
         raise DatasetError(f"Snapshot {snapshot.name} is missing {path}.")
     with path.open(encoding="utf-8") as stream:
