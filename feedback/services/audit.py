@@ -55,6 +55,14 @@ def bot_reply_get(message_id) -> Message:
         raise ConsoleActionError("not_found", "No such bot reply.") from exc
 
 
+def text_required(text, *, code: str, detail: str) -> str:
+    """The text stripped; ConsoleActionError(code, detail) when nothing is left."""
+    text = (text or "").strip()
+    if not text:
+        raise ConsoleActionError(code, detail)
+    return text
+
+
 def agent_require(user) -> None:
     if not is_agent(user):
         raise ConsoleActionError("forbidden", "Only support agents can do that.")

@@ -24,6 +24,7 @@ from feedback.services.audit import (
     conversation_locked,
     review_publish,
     review_record,
+    text_required,
 )
 
 Action = AuditEvent.Action
@@ -33,9 +34,9 @@ Action = AuditEvent.Action
 def correction_submit(*, message_id, agent, text: str) -> Correction:
     """Keep the bot's reply and store what it should have said beside it (newest wins)."""
     agent_require(agent)
-    text = (text or "").strip()
-    if not text:
-        raise ConsoleActionError("empty_correction", "Write what the bot should have said.")
+    text = text_required(
+        text, code="empty_correction", detail="Write what the bot should have said."
+    )
     message = bot_reply_get(message_id)
     correction = Correction.objects.create(message=message, text=text, agent=agent)
     # At once into the approved-answer memory: the next customer asking this gets it.
@@ -147,9 +148,7 @@ def message_flag(*, message_id, agent, reason: str, note: str = "") -> Flag:
 @transaction.atomic
 def note_add(*, conversation_id, agent, text: str) -> AgentNote:
     agent_require(agent)
-    text = (text or "").strip()
-    if not text:
-        raise ConsoleActionError("empty_note", "The note is empty.")
+    text = text_required(text, code="empty_note", detail="The note is empty.")
     conversation, _review = conversation_locked(conversation_id)
     note = AgentNote.objects.create(conversation=conversation, agent=agent, text=text)
     audit_log(actor=agent, action=Action.NOTE, conversation_id=conversation.id, note_id=note.id)
