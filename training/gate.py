@@ -7,9 +7,11 @@ The candidate is promoted only when every check passes:
 1. primary: the gain in the primary metric (candidate minus active, paired by case id) has a
    seeded paired-bootstrap 95 % interval whose lower bound is above zero, and a mean of at
    least `min_improvement`. With `primary_weighting="kind"` (the default) the gain is the mean
-   over case kinds (seed, correction, regression) of each kind's mean gain, resampled within
-   each kind: 11 held-out paraphrases of new corrections count as much as 249 general
-   questions, instead of drowning in them. "case" weighs every case alike.
+   of two strata's mean gains, each resampled on its own: general (seed) questions, and
+   corrections (held-out paraphrases of corrected questions plus regression cases), so 11
+   paraphrases of new corrections count as much as 249 general questions instead of drowning
+   in them; with fewer than `min_stratum_cases` correction cases they are weighed as cases.
+   "case" weighs every case alike.
 2. corrections: a case of kind "correction" (held-out paraphrase of a corrected question) or
    "regression" passes when the reply's similarity to the correction is at least
    `corrections_min_similarity`. The candidate may not pass fewer such cases than the active
@@ -57,6 +59,7 @@ CORRECTION_KINDS = ("correction", "regression")
 class GatePolicy:
     primary_metric: str = "semantic_similarity"
     primary_weighting: str = "kind"  # "kind": each case kind weighs alike; "case": each case
+    min_stratum_cases: int = 5  # fewer correction cases than this are weighed as cases
     min_improvement: float = 0.005  # the mean per-case gain must be at least this
     max_quality_drop: float = 0.02  # no other mean quality metric may drop by more
     safety_tolerance: float = 0.0  # allowed rise in any safety rate
@@ -127,15 +130,30 @@ def cases_paired(candidate: dict, active: dict) -> list[tuple[dict, dict]]:
     return [(c, theirs[c["id"]]) for c in candidate.get("per_case") or [] if c["id"] in theirs]
 
 
+def gains_by_stratum(
+    pairs: list[tuple[dict, dict]], gains: list[float], policy: GatePolicy
+) -> dict[str, list[float]]:
+    """Per-case gains by stratum: "seed" (general questions) and "corrections" (held-out
+    paraphrases of corrections and regression cases: answers agents fixed). A corrections
+    stratum under `min_stratum_cases` joins the general one: one or two cases cannot stand
+    for half the verdict, and a stratum of one has no spread for the bootstrap to see."""
+    strata: dict[str, list[float]] = {}
+    for (candidate, _), gain in zip(pairs, gains, strict=True):
+        kind = "corrections" if candidate.get("kind") in CORRECTION_KINDS else "seed"
+        strata.setdefault(kind, []).append(gain)
+    small = [k for k, g in strata.items() if k != "seed" and len(g) < policy.min_stratum_cases]
+    for kind in small:
+        strata.setdefault("seed", []).extend(strata.pop(kind))
+    return strata
+
+
 def primary_check(pairs: list[tuple[dict, dict]], policy: GatePolicy) -> tuple[dict, dict]:
     metric = policy.primary_metric
     gains = [c.get(metric, math.nan) - a.get(metric, math.nan) for c, a in pairs]
     if not gains or any(_bad(g) for g in gains):
         why = "no paired cases" if not gains else "missing or NaN per-case scores"
         return {"name": "primary", "passed": False, "detail": f"{metric}: {why}"}, {}
-    by_kind: dict[str, list[float]] = {}
-    for (candidate, _), gain in zip(pairs, gains, strict=True):
-        by_kind.setdefault(candidate.get("kind") or "seed", []).append(gain)
+    by_kind = gains_by_stratum(pairs, gains, policy)
     resamples, seed = policy.bootstrap_resamples, policy.bootstrap_seed
     if policy.primary_weighting == "kind":
         groups = list(by_kind.values())

@@ -202,8 +202,8 @@ def test_learned_corrections_are_not_drowned_by_noisy_general_questions():
     by_kind = gate_decide(candidate=candidate, active=active, policy=GatePolicy())
     assert by_kind.promote, by_kind.reasons
     assert by_kind.interval["weighting"] == "kind"
-    assert by_kind.interval["kinds"]["correction"]["cases"] == 11
-    assert abs(by_kind.interval["kinds"]["correction"]["mean"] - 0.4545) < 1e-3
+    assert by_kind.interval["kinds"]["corrections"]["cases"] == 11
+    assert abs(by_kind.interval["kinds"]["corrections"]["mean"] - 0.4545) < 1e-3
 
 
 def test_kind_weighting_still_rejects_a_candidate_that_learned_nothing_or_forgot():
@@ -233,3 +233,18 @@ def test_an_unknown_weighting_is_refused():
         assert "kind" in str(exc)
     else:
         raise AssertionError("GatePolicy accepted an unknown weighting")
+
+
+def test_a_single_regression_case_does_not_stand_for_half_the_verdict():
+    # One regression case that got a little worse beside 200 general questions that got
+    # clearly better: with a stratum of its own the lone case would weigh half (and show no
+    # spread); under min_stratum_cases it is weighed as one case among the others.
+    active = evaluation(BASE_SCORES + [0.9], kinds=["seed"] * 200 + ["regression"])
+    candidate = evaluation(
+        noisy(BASE_SCORES, 0.05, 0.05, seed=8) + [0.8], kinds=["seed"] * 200 + ["regression"]
+    )
+    decision = gate_decide(candidate=candidate, active=active, policy=GatePolicy())
+    assert set(decision.interval["kinds"]) == {"seed"}
+    assert decision.interval["kinds"]["seed"]["cases"] == 201
+    alone = GatePolicy(min_stratum_cases=1)
+    assert gate_decide(candidate=candidate, active=active, policy=alone).interval["mean"] < 0
