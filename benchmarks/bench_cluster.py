@@ -11,6 +11,7 @@ promotion to the first token of its first reply from that version. Run:
 
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -44,15 +45,19 @@ def main() -> None:
     from django.conf import settings
 
     from chatbot.serving.default_model import default_model_convert
-    from tests.cluster.stack import (
-        client_step,
-        prepared_files,
-        stack_open,
-        web_url,
-    )
+    from tests.cluster.stack import prepared_files
 
     base = default_model_convert(Path(settings.DEFAULT_MODEL_DIR))
-    prepared = prepared_files(base, Path(tempfile.mkdtemp(prefix="bench-cluster-")))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    try:
+        run(prepared_files(base, scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run(prepared: dict) -> None:
+    from tests.cluster.stack import client_step, stack_open, web_url
+
     results: dict = {"chats": CHATS, "rounds": ROUNDS, "max_new_tokens": TOKENS, "setups": {}}
     setups = [
         ("1 server, 1 thread", 1, "1"),
