@@ -59,7 +59,8 @@ async def ask(question: str) -> dict:
     return frame
 
 
-def run_to_end(timeout: float = 300) -> TrainingRun:
+def run_to_end(timeout: float = 900) -> TrainingRun:
+    """Queue a run and wait for it (a bound for a loaded CI host, not a speed check)."""
     run = run_request(requested_by="test")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
