@@ -285,7 +285,7 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.copytree(kept, data_dir, symlinks=True)
         saved = json.loads((Path(data_dir) / "bench-loop-phases.json").read_text())
-        results.update(saved["results"])
+        results.update({**saved["results"], "retrain_env": retrain_extra})
         timings.update(saved["timings"])
     else:
         before_corrections(args, env, results, timings)
