@@ -337,13 +337,15 @@ def snapshots_forget(*, conversation_ids: set[str], correction_ids: set[int]) ->
         for path in folder.glob("*.jsonl"):
             with path.open(encoding="utf-8") as stream:
                 lines = [line for line in stream if line.strip()]
-            rows = [json.loads(line) for line in lines]
-            gone = [row for row in rows if _drawn_from(row, conversation_ids, correction_ids)]
+            kept, gone = [], []
+            for line in lines:
+                row = json.loads(line)
+                drawn = _drawn_from(row, conversation_ids, correction_ids)
+                (gone if drawn else kept).append(row if drawn else line)
             for row in gone:
                 if row.get("source") == "correction":
                     # The customer's question also names a cache file of its paraphrases.
                     paraphrases_forget(row["messages"][0]["content"])
-            kept = [line for line, row in zip(lines, rows, strict=True) if row not in gone]
             if gone:
                 draft = path.with_name(path.name + ".tmp")
                 draft.write_text("".join(kept), encoding="utf-8")
