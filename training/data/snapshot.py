@@ -337,11 +337,14 @@ def snapshots_forget(*, conversation_ids: set[str], correction_ids: set[int]) ->
         for path in folder.glob("*.jsonl"):
             with path.open(encoding="utf-8") as stream:
                 lines = [line for line in stream if line.strip()]
-            kept, gone = [], []
+            kept: list[str] = []
+            gone: list[dict] = []
             for line in lines:
                 row = json.loads(line)
-                drawn = _drawn_from(row, conversation_ids, correction_ids)
-                (gone if drawn else kept).append(row if drawn else line)
+                if _drawn_from(row, conversation_ids, correction_ids):
+                    gone.append(row)
+                else:
+                    kept.append(line)
             for row in gone:
                 if row.get("source") == "correction":
                     # The customer's question also names a cache file of its paraphrases.
