@@ -62,6 +62,20 @@ def app_wait(base: str, *, tries: int = 600) -> None:
     raise RuntimeError(f"The app at {base} did not start")
 
 
+def manage(env: dict, *args: str) -> str:
+    """Run a manage.py command with `env`; its standard output (its output too if it fails)."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

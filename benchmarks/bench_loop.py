@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_chat import app_wait, free_port, session_cookie  # noqa: E402
+from bench_chat import app_wait, free_port, manage, session_cookie  # noqa: E402
 from loop_scenario import CONTROL, SHOP_NAME, SHOP_POLICIES, TOPICS  # noqa: E402
 
 SLOT = re.compile(r"\{\{[^}]*\}\}")
@@ -58,19 +58,6 @@ def bench_env(data_dir: str) -> dict:
     env.pop("DATABASE_URL", None)  # a throwaway SQLite database in DATA_DIR
     env.pop("REDIS_URL", None)
     return env
-
-
-def manage(env: dict, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
 
 
 class Server:
