@@ -325,6 +325,8 @@ TRAINING_GATE_SAFETY_TOLERANCE = env_float("TRAINING_GATE_SAFETY_TOLERANCE", 0.0
 # --- Agent console and feedback (feedback/) -----------------------------------------------
 # Conversations untouched for this many days are deleted by the daily purge (0 = keep all).
 FEEDBACK_RETENTION_DAYS = env_int("FEEDBACK_RETENTION_DAYS", 365)
+# `export_feedback --output NAME` writes here, where deleting a customer's data finds it.
+FEEDBACK_EXPORT_DIR = Path(env("FEEDBACK_EXPORT_DIR", str(DATA_DIR / "exports")))
 # The daily purge is a beat job (chatbot/schedule.py, editable in Django admin).
 # Automatic rollback of a promoted version that does worse in live service.
 LIVE_MONITOR_MIN_REPLIES = env_int("LIVE_MONITOR_MIN_REPLIES", 200)

@@ -22,10 +22,12 @@ Only reviewed text trains. Rules:
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import IO
 
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Prefetch, QuerySet
 
@@ -208,9 +210,15 @@ def preference_pairs(*, conversation_ids: Iterable | None = None) -> list[dict]:
 
 
 def regression_cases() -> list[dict]:
-    """Active evaluation cases every new model must pass: {"id", "prompt", "expected"}."""
+    """Active evaluation cases every new model must pass: {"id", "conversation_id" (None once
+    purged), "prompt", "expected"}."""
     return [
-        {"id": case.id, "prompt": case.prompt, "expected": case.expected}
+        {
+            "id": case.id,
+            "conversation_id": case.conversation_id and str(case.conversation_id),
+            "prompt": case.prompt,
+            "expected": case.expected,
+        }
         for case in RegressionCase.objects.filter(is_active=True).order_by("id")
     ]
 
@@ -230,12 +238,19 @@ def feedback_count_since(since: datetime | None) -> int:
     return sum(qs.count() for qs in querysets)
 
 
-EXPORTS = {
+EXPORTS: dict[str, Callable[..., list[dict]]] = {
     "sft": sft_examples,
     "corrections": correction_examples,
     "dpo": preference_pairs,
     "regression": regression_cases,
 }
+
+
+def export_records(*, format: str, include_thumbs_up: bool = False) -> list[dict]:
+    """One export's rows (`include_thumbs_up` is for sft only)."""
+    if format == "sft":
+        return sft_examples(include_thumbs_up=include_thumbs_up)
+    return EXPORTS[format]()
 
 
 def jsonl_write(records: Iterable[dict], stream: IO[str]) -> int:
@@ -244,3 +259,69 @@ def jsonl_write(records: Iterable[dict], stream: IO[str]) -> int:
         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         count += 1
     return count
+
+
+def export_write(*, format: str, name: str, include_thumbs_up: bool = False) -> tuple[Path, int]:
+    """Write one export as JSONL to `name` inside FEEDBACK_EXPORT_DIR, the one place on disk
+    where deleting a customer's data finds exports (`exports_forget`); returns (path, rows).
+    Raises ValueError for a path outside that folder."""
+    folder = Path(settings.FEEDBACK_EXPORT_DIR).resolve()
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder) or path == folder:
+        raise ValueError(
+            f"Exports are written in FEEDBACK_EXPORT_DIR ({folder}), where deleting a "
+            f"customer's data can remove their rows; name a file there, not {name}."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(path.name + ".partial")
+    with draft.open("w", encoding="utf-8") as stream:
+        count = jsonl_write(
+            export_records(format=format, include_thumbs_up=include_thumbs_up), stream
+        )
+    draft.replace(path)
+    return path, count
+
+
+def row_drawn_from(row: dict, conversation_ids: set[str], correction_ids: set[int]) -> bool:
+    """Whether an exported or snapshot row came from these conversations or corrections."""
+    return (
+        str(row.get("conversation_id")) in conversation_ids
+        or row.get("correction_id") in correction_ids
+    )
+
+
+def jsonl_rows_remove(path: Path, drop: Callable[[dict], bool]) -> list[dict]:
+    """Rewrite a JSONL file without the rows `drop` picks (a draft renamed over it, so a
+    reader never sees half a file); returns the rows removed."""
+    kept: list[str] = []
+    gone: list[dict] = []
+    with path.open(encoding="utf-8") as stream:
+        for line in stream:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if drop(row):
+                gone.append(row)
+            else:
+                kept.append(line)
+    if gone:
+        draft = path.with_name(path.name + ".tmp")
+        draft.write_text("".join(kept), encoding="utf-8")
+        draft.replace(path)
+    return gone
+
+
+def exports_forget(*, conversation_ids: set[str], correction_ids: set[int]) -> int:
+    """Remove from every export in FEEDBACK_EXPORT_DIR each row drawn from these
+    conversations or their corrections (customer-data deletion); returns how many went."""
+    folder = Path(settings.FEEDBACK_EXPORT_DIR)
+    if not folder.is_dir():
+        return 0
+    return sum(
+        len(
+            jsonl_rows_remove(
+                path, lambda row: row_drawn_from(row, conversation_ids, correction_ids)
+            )
+        )
+        for path in sorted(folder.rglob("*.jsonl"))
+    )

@@ -314,8 +314,15 @@ def evaluate_artifact(
         seconds=round(time.monotonic() - started, 1),
         bf16=bf16,
         per_case=per_case,
+        # With the case's ids, so deleting a customer's data can find their samples.
         samples=[
-            {"prompt": c["prompt"][-1]["content"], "reference": c["expected"], "reply": r}
+            {
+                "id": c.get("id"),
+                "correction_id": c.get("correction_id"),
+                "prompt": c["prompt"][-1]["content"],
+                "reference": c["expected"],
+                "reply": r,
+            }
             for c, r in list(zip(cases, replies, strict=True))[:3]
         ],
     )

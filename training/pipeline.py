@@ -225,6 +225,39 @@ def version_evaluate(version: ModelVersion, *, cases: list[dict], progress=None)
     }
 
 
+def evaluation_samples_forget(*, correction_ids: set[int], regression_case_ids: set[int]) -> int:
+    """Drop from every version's stored evaluation samples (prompt, reference, reply in
+    full) those of these corrections' and regression cases' evaluation cases, and samples
+    with no case id (stored before samples named their case: they cannot be told apart);
+    customer-data deletion. Returns how many went."""
+    regression = {f"regression:{pk}" for pk in regression_case_ids}
+
+    def drawn_from(sample: dict) -> bool:
+        return (
+            "id" not in sample
+            or sample.get("correction_id") in correction_ids
+            or sample["id"] in regression
+        )
+
+    removed = 0
+    for version in ModelVersion.objects.filter(metrics__has_key="evaluation"):
+        metrics = version.metrics
+        changed = 0
+        for evaluation in (
+            metrics["evaluation"],
+            metrics.get("compared_with", {}).get("evaluation"),
+        ):
+            samples = (evaluation or {}).get("samples") or []
+            kept = [sample for sample in samples if not drawn_from(sample)]
+            if len(kept) < len(samples):
+                evaluation["samples"] = kept
+                changed += len(samples) - len(kept)
+        if changed:
+            ModelVersion.objects.filter(pk=version.pk).update(metrics=metrics)
+            removed += changed
+    return removed
+
+
 def feedback_count_since(moment: datetime | None) -> int:
     from feedback.exports import feedback_count_since as count
 

@@ -159,3 +159,116 @@ def test_deleting_a_customer_also_rewrites_the_artifact_store_copy(
     assert "jane" not in cached.lower()
     assert snapshot_rows(snapshot, "train") == [other_row]
     assert snapshot_rows(snapshot, "eval") == [seed]
+
+
+def test_deleting_a_customer_removes_their_rows_from_exports_on_disk(
+    tmp_path, settings, agent, make_conversation
+):
+    from django.core.management import call_command
+
+    settings.FEEDBACK_EXPORT_DIR = tmp_path / "exports"
+    mine, (_, bot) = make_conversation(
+        [("customer", "jane@example.com here, where is my parcel?"), ("bot", "No idea.")],
+        session_key="k1",
+    )
+    other, (_, other_bot) = make_conversation(
+        [("customer", "can I pay by card?"), ("bot", "Maybe.")], session_key="k2"
+    )
+    for reply, text in ((bot, "Sorry Jane, it ships today."), (other_bot, "Yes, all cards.")):
+        services.correction_submit(message_id=reply.id, agent=agent, text=text)
+        services.regression_case_add(message_id=reply.id, agent=agent)
+    for format in ("sft", "corrections", "dpo", "regression"):
+        call_command("export_feedback", "--format", format, "--output", f"{format}.jsonl")
+    call_command("export_feedback", "--format", "sft", "-o", "weekly/sft.jsonl")
+    files = sorted((tmp_path / "exports").rglob("*.jsonl"))
+    assert len(files) == 5 and all("jane" in f.read_text().lower() for f in files)
+
+    counts = services.customer_data_delete(session_key="k1", actor=agent)
+
+    assert counts["export_rows"] == 5
+    for path in files:
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert "jane" not in path.read_text().lower() and str(mine.id) not in path.read_text()
+        assert [row["conversation_id"] for row in rows] == [str(other.id)]
+
+
+def test_exports_to_disk_go_only_where_deletion_finds_them(tmp_path, settings):
+    from django.core.management import CommandError, call_command
+
+    settings.FEEDBACK_EXPORT_DIR = tmp_path / "exports"
+    for outside in (str(tmp_path / "sft.jsonl"), "../sft.jsonl"):
+        with pytest.raises(CommandError, match="FEEDBACK_EXPORT_DIR"):
+            call_command("export_feedback", "--format", "sft", "--output", outside)
+    assert not list(tmp_path.rglob("*.jsonl"))
+
+
+def test_deleting_a_customer_takes_their_corrections_out_of_the_approved_answer_memory(
+    agent, make_conversation
+):
+    from chatbot.approved.models import ApprovedAnswer
+    from chatbot.approved.store import answer_index_clear, answer_match
+    from chatbot.knowledge.embedding import texts_embed
+
+    question = "How many days do I have to return an item?"
+    other_question = "Do you sell gift cards?"
+    _, (_, mine) = make_conversation([("customer", question), ("bot", "?")], session_key="k1")
+    _, (_, theirs) = make_conversation(
+        [("customer", other_question), ("bot", "?")], session_key="k2"
+    )
+    services.correction_submit(message_id=mine.id, agent=agent, text="45 days from delivery.")
+    services.correction_submit(message_id=theirs.id, agent=agent, text="Yes, from 10 euros.")
+    answer_index_clear()
+    found = answer_match(texts_embed([question]))
+    assert found is not None and found.answer == "45 days from delivery."  # index built
+
+    services.customer_data_delete(session_key="k1", actor=agent)
+
+    # The same process's index (built before the deletion) no longer finds it.
+    assert answer_match(texts_embed([question])) is None
+    assert list(ApprovedAnswer.objects.values_list("question", flat=True)) == [other_question]
+    kept = answer_match(texts_embed([other_question]))
+    assert kept is not None and kept.answer == "Yes, from 10 euros."
+    answer_index_clear()
+
+
+def test_deleting_a_customer_removes_their_cases_from_versions_evaluation_samples(
+    agent, make_conversation
+):
+    from training.models import ModelVersion
+
+    _, (_, bot) = make_conversation(
+        [("customer", "jane@example.com: refund?"), ("bot", "no")], session_key="k1"
+    )
+    correction = services.correction_submit(message_id=bot.id, agent=agent, text="Yes, Jane.")
+    case = services.regression_case_add(message_id=bot.id, agent=agent)
+
+    def sample(case_id, correction_id=None, text="a question"):
+        return {"id": case_id, "correction_id": correction_id, "prompt": text, "reply": "r"}
+
+    seed = sample("seed:1", text="Where is my parcel?")
+    samples = [
+        sample(f"correction:{correction.id}:ab", correction.id, "jane@example.com: refund?"),
+        sample(f"paraphrase:{correction.id}:cd", correction.id, "jane wants a refund?"),
+        sample(f"regression:{case.pk}", text="jane@example.com: refund?"),
+        {"prompt": "jane@example.com: refund?", "reference": "Yes, Jane.", "reply": "r"},
+        seed,
+    ]
+    version = ModelVersion.objects.create(
+        number=2,
+        status="rejected",
+        artifact_path="",
+        metrics={
+            "training": {"steps": 3},
+            "evaluation": {"cases": 5, "samples": samples},
+            "compared_with": {"version": 1, "evaluation": {"samples": samples}},
+        },
+    )
+
+    counts = services.customer_data_delete(session_key="k1", actor=agent)
+
+    assert counts["evaluation_samples"] == 8
+    version.refresh_from_db()
+    assert "jane" not in json.dumps(version.metrics).lower()
+    assert version.metrics["evaluation"] == {"cases": 5, "samples": [seed]}
+    assert version.metrics["compared_with"]["evaluation"]["samples"] == [seed]
+    assert version.metrics["training"] == {"steps": 3}

@@ -143,11 +143,12 @@ def test_sft_stops_before_a_bad_reply_and_counts_agent_messages_as_assistant(
     ]
 
 
-def test_export_command_writes_jsonl(agent, make_conversation, tmp_path, capsys):
+def test_export_command_writes_jsonl(agent, make_conversation, tmp_path, capsys, settings):
+    settings.FEEDBACK_EXPORT_DIR = tmp_path
     _, (_, bot) = make_conversation([("customer", "<b>hi</b>"), ("bot", "yo")])
     services.correction_submit(message_id=bot.id, agent=agent, text="Hello! How can I help?")
     out = tmp_path / "sft.jsonl"
-    call_command("export_feedback", "--format", "sft", "--output", str(out))
+    call_command("export_feedback", "--format", "sft", "--output", "sft.jsonl")
     [line] = out.read_text().splitlines()
     assert json.loads(line)["messages"][1] == assistant("Hello! How can I help?")
 

@@ -125,7 +125,14 @@ def test_two_corrections_are_both_kept_and_the_newest_is_used(agent, make_agent,
     assert case.prompt == [{"role": "user", "content": "refund?"}]
     from feedback.exports import regression_cases
 
-    assert regression_cases() == [{"id": case.id, "prompt": case.prompt, "expected": case.expected}]
+    assert regression_cases() == [
+        {
+            "id": case.id,
+            "conversation_id": str(bot.conversation_id),
+            "prompt": case.prompt,
+            "expected": case.expected,
+        }
+    ]
 
 
 def test_ratings_flags_notes_and_review_are_stored_and_audited(agent, make_conversation):
@@ -190,6 +197,8 @@ def test_customer_data_delete_removes_everything_about_that_customer(agent, make
         "messages": 3,
         "regression_cases": 1,
         "snapshot_rows": 0,
+        "export_rows": 0,
+        "evaluation_samples": 0,
     }
     assert list(Conversation.objects.all()) == [other]
     assert not Correction.objects.exists() and not Flag.objects.exists()

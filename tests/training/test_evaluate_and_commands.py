@@ -42,6 +42,10 @@ def test_evaluate_base_model_report(tiny_model, data_dir, seed_corpus, tiny_cfg)
     assert -1 <= data["embedding_similarity"] <= 1
     assert set(data["safety"]) == {"toxic", "pii_leak", "raw_slot", "invented_order_number"}
     assert "validation loss" in reports_table([report, report])
+    # Samples hold text in full: each names its case, so deleting a customer finds theirs.
+    assert [(s["id"], s["correction_id"]) for s in data["samples"]] == [
+        (str(c["id"]), c.get("correction_id")) for c in cases[:3]
+    ]
 
 
 def test_commands_import_build_train_evaluate(tiny_model, data_dir, tmp_path, db):

@@ -23,6 +23,7 @@ from django.conf import settings
 
 from chatbot.artifacts import ArtifactError, artifact_pull, artifact_push, artifact_rewrite
 from chatbot.pii import pii_mask
+from feedback.exports import jsonl_rows_remove, row_drawn_from
 from training.config import TrainConfig
 from training.data import sources
 from training.data.cleaning import examples_clean, text_normalize
@@ -335,25 +336,14 @@ def snapshots_forget(*, conversation_ids: set[str], correction_ids: set[int]) ->
     def forget(folder: Path) -> int:
         count = 0
         for path in folder.glob("*.jsonl"):
-            with path.open(encoding="utf-8") as stream:
-                lines = [line for line in stream if line.strip()]
-            kept: list[str] = []
-            gone: list[dict] = []
-            for line in lines:
-                row = json.loads(line)
-                if _drawn_from(row, conversation_ids, correction_ids):
-                    gone.append(row)
-                else:
-                    kept.append(line)
+            gone = jsonl_rows_remove(
+                path, lambda row: row_drawn_from(row, conversation_ids, correction_ids)
+            )
             for row in gone:
                 if row.get("source") == "correction":
                     # The customer's question also names a cache file of its paraphrases.
                     paraphrases_forget(row["messages"][0]["content"])
-            if gone:
-                draft = path.with_name(path.name + ".tmp")
-                draft.write_text("".join(kept), encoding="utf-8")
-                draft.replace(path)
-                count += len(gone)
+            count += len(gone)
         return count
 
     for snapshot in DatasetSnapshot.objects.all():
@@ -362,13 +352,6 @@ def snapshots_forget(*, conversation_ids: set[str], correction_ids: set[int]) ->
         stored = artifact_rewrite(snapshot_artifact_name(snapshot.name), forget)
         removed += here or stored
     return removed
-
-
-def _drawn_from(row: dict, conversation_ids: set[str], correction_ids: set[int]) -> bool:
-    return (
-        str(row.get("conversation_id")) in conversation_ids
-        or row.get("correction_id") in correction_ids
-    )
 
 
 def snapshot_get(snapshot_id: str | int | None = None) -> DatasetSnapshot:

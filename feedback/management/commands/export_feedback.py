@@ -1,6 +1,6 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from feedback.exports import EXPORTS, jsonl_write
+from feedback.exports import EXPORTS, export_records, export_write, jsonl_write
 
 
 class Command(BaseCommand):
@@ -12,7 +12,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--format", choices=sorted(EXPORTS), required=True)
-        parser.add_argument("--output", "-o", help="file to write (default: standard output)")
+        parser.add_argument(
+            "--output",
+            "-o",
+            help="file name in FEEDBACK_EXPORT_DIR, where deleting a customer's data also "
+            "removes their rows (default: standard output, which nothing tracks)",
+        )
         parser.add_argument(
             "--include-thumbs-up",
             action="store_true",
@@ -20,11 +25,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, format, output, include_thumbs_up, **options):
-        kwargs = {"include_thumbs_up": include_thumbs_up} if format == "sft" else {}
-        records = EXPORTS[format](**kwargs)
         if output:
-            with open(output, "w", encoding="utf-8") as stream:
-                count = jsonl_write(records, stream)
-            self.stderr.write(f"Wrote {count} {format} records to {output}.")
+            try:
+                path, count = export_write(
+                    format=format, name=output, include_thumbs_up=include_thumbs_up
+                )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
+            self.stderr.write(f"Wrote {count} {format} records to {path}.")
         else:
+            records = export_records(format=format, include_thumbs_up=include_thumbs_up)
             jsonl_write(records, self.stdout)
