@@ -1,3 +1,5 @@
+from collections import Counter
+
 from django.contrib import admin, messages
 
 from chatbot.admin import ConversationAdmin
@@ -21,14 +23,14 @@ from feedback.services import customer_data_delete
 )
 def customer_data_delete_action(modeladmin, request, queryset):
     """Used on the Conversation admin: erase each selected conversation's customer."""
-    totals = {"conversations": 0, "messages": 0, "regression_cases": 0, "snapshot_rows": 0}
+    totals: Counter[str] = Counter()
     for session_key in set(queryset.values_list("session_key", flat=True)):
-        for key, count in customer_data_delete(session_key=session_key, actor=request.user).items():
-            totals[key] += count
+        totals.update(customer_data_delete(session_key=session_key, actor=request.user))
     modeladmin.message_user(
         request,
         "Deleted {conversations} conversations, {messages} messages, {regression_cases} "
-        "regression cases and {snapshot_rows} dataset snapshot rows.".format(**totals),
+        "regression cases, {snapshot_rows} dataset snapshot rows, {export_rows} exported rows "
+        "and {evaluation_samples} evaluation samples.".format_map(totals),
         messages.SUCCESS,
     )
 
