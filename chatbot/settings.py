@@ -273,13 +273,22 @@ MODEL_SERVER_URL = env("MODEL_SERVER_URL")
 MODEL_SERVER_MODELS_DIR = Path(env("MODEL_SERVER_MODELS_DIR", str(DATA_DIR / "models" / "serving")))
 MODEL_SERVER_QUANT = env("MODEL_SERVER_QUANT", "Q8_0")
 MODEL_SERVER_SLOTS = env_int("MODEL_SERVER_SLOTS", 8)
-MODEL_SERVER_KV_TOKENS = env_int("MODEL_SERVER_KV_TOKENS", 8192)
+# KV cache of the model server, split evenly between its slots: each chat's prompt and reply
+# fit in MODEL_SERVER_KV_TOKENS / MODEL_SERVER_SLOTS tokens (1,536: passages, ~650 tokens of
+# history and the reply); about 22 KiB of memory a token for the 135M model.
+MODEL_SERVER_KV_TOKENS = env_int("MODEL_SERVER_KV_TOKENS", 12288)
 # Every core: on the quiet 2-core host 2 threads beat 1 on every figure (decode 74 vs 57
 # tokens/s, 8 chats 30 vs 17 in all). On a host busy with other jobs set 1: llama.cpp's
 # threads spin-wait, and 2 of them there decoded at 3-6 tokens/s (README "Model server").
 MODEL_SERVER_THREADS = env_int("MODEL_SERVER_THREADS", os.cpu_count() or 2)
 MODEL_SERVER_FLASH_ATTN = env("MODEL_SERVER_FLASH_ATTN", "auto")
 MODEL_SERVER_MAX_MODELS = env_int("MODEL_SERVER_MAX_MODELS", 2)
+# llama-server's prompt cache in RAM (MiB, 0 = off): idle slots' prompts are kept there and a
+# new chat may start from one (each entry serves one chat). Off: each slot's own last prompt
+# already gives the next chat its prefix, and 8 entries cost ~140 MiB.
+MODEL_SERVER_CACHE_RAM_MIB = env_int("MODEL_SERVER_CACHE_RAM_MIB", 0)
+# Tokens per prefill step: smaller steps let running chats' next tokens in more often.
+MODEL_SERVER_BATCH_TOKENS = env_int("MODEL_SERVER_BATCH_TOKENS", 256)
 MODEL_SERVER_CONNECT_TIMEOUT = env_float("MODEL_SERVER_CONNECT_TIMEOUT", 5.0)
 MODEL_SERVER_FIRST_TOKEN_TIMEOUT = env_float("MODEL_SERVER_FIRST_TOKEN_TIMEOUT", 60.0)
 MODEL_SERVER_TOKEN_TIMEOUT = env_float("MODEL_SERVER_TOKEN_TIMEOUT", 30.0)

@@ -50,6 +50,12 @@ def _tokenizer_load(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
+def slot_context_tokens(params: GenerationParams) -> int:
+    """Tokens a chat may fill on the model server: its slot's share of the KV cache."""
+    share = settings.MODEL_SERVER_KV_TOKENS // max(1, settings.MODEL_SERVER_SLOTS)
+    return min(params.context_tokens, share)
+
+
 def prompt_ids(messages: list[dict], target: ServingTarget, params: GenerationParams) -> list[int]:
     """The chat as token ids, cut to the context budget (blocking: call off the loop)."""
     from pathlib import Path
@@ -58,7 +64,7 @@ def prompt_ids(messages: list[dict], target: ServingTarget, params: GenerationPa
     tokenizer = _tokenizer(
         str(folder if (folder / "tokenizer_config.json").exists() else target.base_path)
     )
-    budget = max(16, params.context_tokens - params.max_new_tokens)
+    budget = max(16, slot_context_tokens(params) - params.max_new_tokens)
     fitted = prompt_fit(tokenizer, messages, budget)
     ids = tokenizer.apply_chat_template(fitted, add_generation_prompt=True, tokenize=True)
     return list(ids if isinstance(ids, list) else ids["input_ids"])

@@ -117,6 +117,31 @@ async def test_the_reply_limit_marks_the_reply_truncated(remote, real_model_dir)
     assert events[-1].token_count == 4
 
 
+async def test_a_long_chat_is_cut_to_its_slots_share_of_the_kv_cache(
+    settings, real_model_dir, served, tmp_path
+):
+    """Each slot has KV_TOKENS / SLOTS tokens of its own: a history longer than that is cut
+    by the gateway (oldest turns first) instead of being refused by the server."""
+    settings.MODEL_SERVER_SLOTS = 2
+    settings.MODEL_SERVER_KV_TOKENS = 1024  # 512 tokens a slot
+    own = spawn(served.models, tmp_path / "small.log")
+    settings.MODEL_SERVER_URL = own.url
+    settings.MODEL_SERVER_MODELS_DIR = served.models
+    turns = []
+    for i in range(30):
+        turns += [("customer", f"Question {i}: where is my parcel number {i}?")]
+        turns += [("bot", f"Answer {i}: parcel {i} left our warehouse yesterday.")]
+    messages = chat_messages([*turns, ("customer", "And the last one?")], system=system_prompt())
+    try:
+        events = await collect(messages, base_target(real_model_dir))
+    finally:
+        stop(own.proc)
+    done = events[-1]
+    assert done.kind == "done", done.text
+    assert 1000 < sum(len(m["content"]) for m in messages) // 3  # far more than 512 tokens
+    assert done.prompt_tokens <= 512 - PARAMS.max_new_tokens
+
+
 async def test_no_model_server_is_a_clear_error(settings, real_model_dir):
     settings.MODEL_SERVER_URL = f"http://127.0.0.1:{free_port()}"
     events = await collect([{"role": "user", "content": "hi"}], base_target(real_model_dir))
