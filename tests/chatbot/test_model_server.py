@@ -138,7 +138,7 @@ async def test_a_long_chat_is_cut_to_its_slots_share_of_the_kv_cache(
         stop(own.proc)
     done = events[-1]
     assert done.kind == "done", done.text
-    assert 1000 < sum(len(m["content"]) for m in messages) // 3  # far more than 512 tokens
+    assert sum(len(m["content"]) for m in messages) // 3 > 1000  # far more than 512 tokens
     assert done.prompt_tokens <= 512 - PARAMS.max_new_tokens
 
 
