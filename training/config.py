@@ -59,13 +59,20 @@ class TrainConfig:
         metadata=_help("Continue from the parent's adapter on new rows + replay; 0 = full."),
     )
     replay_examples: int = field(
-        default=16, metadata=_help("Earlier training rows replayed in an incremental run.")
+        default=256, metadata=_help("Earlier training rows replayed in an incremental run.")
     )
     incremental_learning_rate: float = field(
         default=1e-3, metadata=_help("Peak learning rate of an incremental run.")
     )
     incremental_epochs: float = field(
-        default=2.0, metadata=_help("Passes over new rows + replay in an incremental run.")
+        default=1.0, metadata=_help("Passes over new rows + replay in an incremental run.")
+    )
+    incremental_keep: float = field(
+        default=0.5,
+        metadata=_help(
+            "Share of an incremental run's change the candidate keeps: its adapter weights are "
+            "the parent's moved this far toward the trained ones (1 = as trained)."
+        ),
     )
     incremental_eval_examples: int = field(
         default=16, metadata=_help("Validation rows for early stopping in an incremental run.")
@@ -89,10 +96,10 @@ class TrainConfig:
         metadata=_help("Also train on bot replies customers liked (nobody rated bad/flagged)."),
     )
     correction_weight: int = field(
-        default=4, metadata=_help("Times a correction row is seen per epoch.")
+        default=8, metadata=_help("Times a correction row is seen per epoch.")
     )
     paraphrase_weight: int = field(
-        default=2, metadata=_help("Times a correction-paraphrase row is seen per epoch.")
+        default=4, metadata=_help("Times a correction-paraphrase row is seen per epoch.")
     )
     paraphrases_per_correction: int = field(
         default=8,

@@ -416,6 +416,8 @@ def finetune(
 
     # --- Save -------------------------------------------------------------------------------
     report({"phase": "save", "event": "start"})
+    if incremental and parent_artifact and cfg.incremental_keep < 1:
+        metrics["kept_of_change"] = adapter_blend(model, parent_artifact, keep=cfg.incremental_keep)
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     staged = work / "artifact"
     shutil.rmtree(staged, ignore_errors=True)
@@ -452,6 +454,30 @@ def finetune(
         }
     )
     return result
+
+
+def adapter_blend(model, parent_artifact: str | Path, *, keep: float) -> float:
+    """Move the trained adapter's weights back toward the parent's: parent + keep x (trained -
+    parent), tensor by tensor (both are LoRA factors grown from the parent's, so this is
+    interpolation between the two models in weight space). Returns `keep`."""
+    import torch
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if not 0 <= keep <= 1:
+        raise TrainingError(f"incremental_keep must be between 0 and 1, not {keep}.")
+    parent = load_file(str(Path(parent_artifact) / "adapter_model.safetensors"))
+    trained = get_peft_model_state_dict(model)
+    missing = set(trained) - set(parent)
+    if missing:
+        raise TrainingError(f"Parent adapter lacks {len(missing)} tensors, e.g. {min(missing)}.")
+    with torch.no_grad():
+        blended = {
+            key: parent[key].to(value.dtype) + keep * (value - parent[key].to(value.dtype))
+            for key, value in trained.items()
+        }
+    set_peft_model_state_dict(model, blended)
+    return keep
 
 
 def _dpo_run(cfg, model, tokenizer, pairs, system, work, bf16, progress) -> dict:

@@ -190,3 +190,40 @@ def test_dpo_stage_follows_sft_when_there_are_enough_pairs(
         output_dir=tmp_path / "no-dpo",
     )
     assert "skipped" in skipped.metrics["dpo"]
+
+
+def test_an_incremental_candidate_keeps_its_share_of_the_change(
+    tiny_model_dir, snapshot, tiny_cfg, tmp_path
+):
+    """adapter_blend: parent + keep x (trained - parent), every LoRA tensor."""
+    import torch
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from training.train import adapter_blend, base_model_load
+
+    tiny_cfg.max_steps = 4
+    parent = finetune(
+        tiny_cfg, snapshot_id="tiny", base_path=tiny_model_dir, output_dir=tmp_path / "v1"
+    ).artifact_path
+    saved = load_file(str(Path(parent) / "adapter_model.safetensors"))
+
+    def trained_model():
+        model = PeftModel.from_pretrained(
+            base_model_load(str(tiny_model_dir)), parent, is_trainable=True
+        )
+        with torch.no_grad():
+            for name, weight in model.named_parameters():
+                if "lora_" in name:
+                    weight.add_(1.0)  # what training changed: +1 everywhere
+        return model
+
+    for keep in (0.0, 0.5, 1.0):
+        model = trained_model()
+        assert adapter_blend(model, parent, keep=keep) == keep
+        blended = get_peft_model_state_dict(model)
+        assert set(blended) == set(saved)
+        for key, value in blended.items():
+            assert torch.allclose(value.float(), saved[key].float() + keep, atol=1e-2), key
+    with pytest.raises(TrainingError, match="between 0 and 1"):
+        adapter_blend(trained_model(), parent, keep=1.5)
