@@ -194,12 +194,13 @@ def server_command(*, host: str, port: int) -> list[str]:
         str(settings.MODEL_SERVER_BATCH_TOKENS),
         "--ubatch-size",
         str(settings.MODEL_SERVER_BATCH_TOKENS),
-        # A new chat takes the least recently used slot and keeps the prefix it shares with
-        # that slot's last prompt (the system prompt, often the passages), so every slot holds
-        # a recent prompt and a burst of chats prefills only what differs, not one slot
-        # reused by every chat while the others sit empty.
+        # A chat goes back to an idle slot holding 90 % of its prompt (its own earlier turns:
+        # only the new turn is prefilled); any other chat (a new one shares only the system
+        # prompt, ~60-90 % of it without passages) takes the least recently used slot,
+        # keeping what it shares with that slot's last prompt, so new chats spread over the
+        # slots instead of evicting a conversation's prefix (llama.cpp's default is 0.1).
         "--slot-prompt-similarity",
-        "0",
+        "0.9",
         # Prompts of idle slots kept in RAM (MiB, 0 = off): more prefixes, more memory.
         "--cache-ram",
         str(settings.MODEL_SERVER_CACHE_RAM_MIB),
