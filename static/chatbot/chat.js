@@ -27,6 +27,15 @@
     function setStatus(text) { statusEl.textContent = text; }
     function showError(text) { errorEl.textContent = text; errorEl.hidden = !text; }
 
+    // The text last sent, until the server echoes it back as stored: a refusal (rate limit,
+    // overload, outage) or a socket that drops first puts it back in the box, so nothing the
+    // customer typed is lost.
+    let unsent = "";
+    function unsentRestore() {
+      if (unsent && !input.value) input.value = unsent;
+      unsent = "";
+    }
+
     function bubble(id, role) {
       return live.bubbleFor(list, id, () => {
         const intro = list.querySelector(".intro");
@@ -122,6 +131,11 @@
         case "history": {
           if (frame.conversation_id) conversationId = frame.conversation_id;
           frame.messages.forEach(render);
+          if (unsent) {  // reopened after a drop: stored after all, or to be sent again
+            const stored = frame.messages.some((m) => m.role === "customer" && m.text === unsent);
+            if (stored) unsent = "";
+            else { unsentRestore(); showError("Your last message was not sent; press Send to try again."); }
+          }
           applyStatus(frame.status, frame.notice);
           const last = frame.messages[frame.messages.length - 1];
           if (last && last.reply_failed) showError("The assistant could not answer your last message. Please try again, or ask for a person.");
@@ -140,6 +154,7 @@
           conversationId = frame.conversation_id;
           break;
         case "message":
+          if (frame.role === "customer") unsent = "";  // stored (one message at a time)
           render(frame);
           break;
         case "token": {
@@ -154,6 +169,7 @@
           break;
         case "error":
           showError(frame.detail);
+          unsentRestore();
           break;
       }
     }
@@ -170,6 +186,7 @@
       if (!socket.isOpen()) { showError("Not connected yet; please retry in a moment."); return; }
       showError("");
       socket.send({ type: "customer_message", text });
+      unsent = text;
       input.value = "";
     });
     input.addEventListener("keydown", (event) => {
