@@ -195,13 +195,17 @@ def session_cookie(base: str, address: str) -> str:
 
 async def exchange(ws, n: int, stats: dict, deadline: float, first_try: float, send: bool) -> None:
     """Ask (if `send`) and read frames until the reply or a refusal for good; retries as told."""
+    sent = time.perf_counter()
     while time.perf_counter() < deadline:
         if send:
+            sent = time.perf_counter()
             await ws.send(json.dumps({"type": "customer_message", "text": QUESTIONS[n % 20]}))
         send, retry = True, None
         while retry is None:
             left = deadline - time.perf_counter()
             frame = json.loads(await asyncio.wait_for(ws.recv(), max(1.0, left)))
+            if frame["type"] in ("queued", "token", "error") and n not in stats["heard"]:
+                stats["heard"][n] = time.perf_counter() - sent  # after the first message
             if frame["type"] == "queued":
                 stats["queued"] += 1
             elif frame["type"] == "token" and n not in stats["ttft"]:
@@ -256,6 +260,7 @@ def new_stats(*, reconnect: bool = False) -> dict:
         "dropped": Counter(),
         "reconnect": reconnect,
         "ttft": {},
+        "heard": {},
     }
 
 
@@ -306,6 +311,13 @@ def report(title: str, stats: dict, **extra) -> None:
     print(f"error frames by code  {dict(sorted(stats['errors'].items())) or '{}'}")
     for key, value in extra.items():
         print(f"{key:21s} {value}")
+    heard = list(stats["heard"].values())
+    if heard:
+        late = sum(h > 1 for h in heard)
+        print(
+            f"first frame p50 / max {statistics.median(heard):.2f} s / {max(heard):.2f} s "
+            f"(token, queue place or refusal after sending; {late} later than 1 s)"
+        )
     if ttfts:
         p50, p95 = statistics.median(ttfts), percentile(ttfts, 0.95)
         print(f"TTFT p50 / p95        {p50:.2f} s / {p95:.2f} s  ({len(ttfts)} replies)")
@@ -352,16 +364,37 @@ def app_env(args, data_dir: Path, redis_url: str | None = None) -> dict:
     }
     env.pop("DATABASE_URL", None)  # a throwaway SQLite database
     env.pop("REDIS_URL", None)
-    env.pop("MODEL_SERVER_URL", None)  # the model in the web process, as the bench measures it
+    env.pop("MODEL_SERVER_URL", None)  # the model in the web process unless --model-server
     if redis_url:
         env["REDIS_URL"] = redis_url
     manage(env, "migrate", "-v0")
     return env
 
 
+def model_server_start(env: dict, data_dir: Path) -> subprocess.Popen:
+    """`manage.py model_server` (llama-server) as `make run` starts it; sets MODEL_SERVER_URL."""
+    from benchmarks.bench_chat import health_wait
+
+    env["MODEL_SERVER_URL"] = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "model_server", "--url", env["MODEL_SERVER_URL"]],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=(data_dir / "model-server.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    health_wait(env["MODEL_SERVER_URL"] + "/health")
+    return proc
+
+
 def in_process_scenarios(args, only: set[str], data_dir: Path) -> None:
-    """The crowd, the web process killed mid-stream, idle sockets: one daphne, no Redis."""
+    """The crowd, the web process killed mid-stream, idle sockets: one daphne, no Redis; with
+    --model-server, daphne streams from a model server as under `make run`."""
     env = app_env(args, data_dir)
+    model_server = model_server_start(env, data_dir) if args.model_server else None
+    if model_server:
+        print(f"(replies from the model server at {env['MODEL_SERVER_URL']})")
     db = data_dir / "db.sqlite3"
     server = Server(env, free_port())
     server.start()
@@ -419,6 +452,9 @@ def in_process_scenarios(args, only: set[str], data_dir: Path) -> None:
             asyncio.run(idle())
     finally:
         server.stop()
+        if model_server:
+            os.killpg(model_server.pid, signal.SIGTERM)
+            model_server.wait(timeout=30)
 
 
 def redis_restart_scenario(args, data_dir: Path) -> None:
@@ -646,6 +682,11 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=60, help="seed rows the run trains on")
     parser.add_argument("--kill-at-step", type=int, default=2)
     parser.add_argument("--reap-every", type=int, default=10, help="beat's reaper interval (s)")
+    parser.add_argument(
+        "--model-server",
+        action="store_true",
+        help="crowd, web-restart, idle: replies from a model server (llama-server), as `make run`",
+    )
     args = parser.parse_args()
     only = set(args.only or SCENARIOS)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -145,6 +145,16 @@ async def measure(url: str, target, model: str, *, full: bool) -> dict:
     ours = [await ours_once(retrieval_messages(q), target) for q in questions]
     out["ours_ttft_p50"] = statistics.median(r["ttft"] for r in ours)
     out["ours_decode"] = statistics.median(r["decode"] for r in ours)
+    # 8 chats at once on a cold server (only one slot has seen the prompt's prefix), then
+    # again once every slot has (a server that has been answering): the second is measured.
+    start = time.perf_counter()
+    cold = await asyncio.gather(
+        *(ours_once(retrieval_messages(questions[i % 5] + f" [{i}]"), target) for i in range(8))
+    )
+    out["eight_cold_aggregate"] = sum(r.get("tokens", 0) for r in cold) / (
+        time.perf_counter() - start
+    )
+    out["eight_cold_ttft_max"] = max(r.get("ttft", float("nan")) for r in cold)
     start = time.perf_counter()
     eight = await asyncio.gather(
         *(ours_once(retrieval_messages(questions[i % 5] + f" ({i})"), target) for i in range(8))

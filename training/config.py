@@ -68,7 +68,7 @@ class TrainConfig:
         default=1.0, metadata=_help("Passes over new rows + replay in an incremental run.")
     )
     incremental_keep: float = field(
-        default=0.5,
+        default=0.8,
         metadata=_help(
             "Share of an incremental run's change the candidate keeps: its adapter weights are "
             "the parent's moved this far toward the trained ones (1 = as trained)."

@@ -206,8 +206,8 @@ def test_an_incremental_run_trains_on_new_rows_and_a_replay_sample(
     assert mix["new"] == len(new_keys - old_keys) >= 1
     assert mix["replayed"] == 5 and mix["replay_pool"] == len(new_keys & old_keys)
     assert training["train_examples"] == mix["new"] + mix["replayed"]
-    # The candidate keeps half of its change over the parent (TRAINING_INCREMENTAL_KEEP).
-    assert training["kept_of_change"] == 0.5
+    # The candidate keeps 0.8 of its change over the parent (TRAINING_INCREMENTAL_KEEP).
+    assert training["kept_of_change"] == 0.8
     assert run.candidate.parent == first
 
 
