@@ -142,39 +142,6 @@ async def test_a_long_chat_is_cut_to_its_slots_share_of_the_kv_cache(
     assert done.prompt_tokens <= 512 - PARAMS.max_new_tokens
 
 
-def test_a_conversations_next_turn_reuses_its_slot_after_other_chats(remote, real_model_dir):
-    """The next turn of a conversation is prefilled from where its slot left off, even after
-    a new chat came in between (it took another slot instead of evicting this one)."""
-    import httpx
-
-    from chatbot.serving.remote import prompt_ids
-
-    target = base_target(real_model_dir)
-
-    def complete(messages) -> dict:
-        ids = prompt_ids(messages, target, PARAMS)
-        body = {**completion_request(ids, "v1", PARAMS), "stream": False, "n_predict": 8}
-        response = httpx.post(f"{remote.url}/completion", json=body, timeout=120)
-        response.raise_for_status()
-        return {"ids": ids, **response.json()}
-
-    def passage(title: str, text: str) -> list:
-        return [type("Hit", (), {"title": title, "text": text})]
-
-    returns = passage("Returns", "Returns are free within 30 days with the receipt. " * 3)
-    gifts = passage("Gift cards", "Gift cards are valid for three years in every shop. " * 3)
-    first = [("customer", "Can I return a jacket I bought three weeks ago?")]
-    turn1 = complete(chat_messages(first, system=system_prompt(returns)))
-    # A new chat in between, with its own passages (as retrieval gives every question).
-    other = [("customer", "Do you sell gift cards for birthdays and weddings?")]
-    complete(chat_messages(other, system=system_prompt(gifts)))
-    later = [*first, ("bot", turn1["content"]), ("customer", "And without the receipt?")]
-    turn2 = complete(chat_messages(later, system=system_prompt(returns)))
-    cached = turn2["timings"]["cache_n"]
-    assert cached >= len(turn1["ids"]) - 1, turn2["timings"]  # the whole first turn reused
-    assert turn2["timings"]["prompt_n"] < len(turn2["ids"]) - len(turn1["ids"]) + 16
-
-
 async def test_no_model_server_is_a_clear_error(settings, real_model_dir):
     settings.MODEL_SERVER_URL = f"http://127.0.0.1:{free_port()}"
     events = await collect([{"role": "user", "content": "hi"}], base_target(real_model_dir))
