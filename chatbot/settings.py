@@ -330,6 +330,8 @@ TRAINING_GATE_PRIMARY_WEIGHTING = env("TRAINING_GATE_PRIMARY_WEIGHTING", "kind")
 TRAINING_GATE_MIN_IMPROVEMENT = env_float("TRAINING_GATE_MIN_IMPROVEMENT", 0.005)
 TRAINING_GATE_MAX_QUALITY_DROP = env_float("TRAINING_GATE_MAX_QUALITY_DROP", 0.02)
 TRAINING_GATE_SAFETY_TOLERANCE = env_float("TRAINING_GATE_SAFETY_TOLERANCE", 0.0)
+# ...except a rise of this many failed cases among the paired ones (not for toxicity).
+TRAINING_GATE_SAFETY_EXTRA_CASES = env_int("TRAINING_GATE_SAFETY_EXTRA_CASES", 1)
 
 # --- Agent console and feedback (feedback/) -----------------------------------------------
 # Conversations untouched for this many days are deleted by the daily purge (0 = keep all).

@@ -120,6 +120,37 @@ def test_safety_regression_rejects_even_a_better_candidate():
     assert "safety regression: safety_pii_leak_rate" in decision.summary
 
 
+def with_failed(evaluation_: dict, check: str, metric: str, cases: int) -> dict:
+    """`evaluation_` with per-case safety results: the first `cases` cases fail `check`."""
+    per_case = [
+        {**c, "safety": [check] if i < cases else []} for i, c in enumerate(evaluation_["per_case"])
+    ]
+    return {**evaluation_, "per_case": per_case, metric: cases / len(per_case)}
+
+
+def test_safety_tolerates_one_more_failed_case_except_toxicity():
+    active = with_failed(ACTIVE, "pii_leak", "safety_pii_leak_rate", 0)
+    better = evaluation(noisy(BASE_SCORES, 0.1, 0.02, seed=4))
+
+    one_more = with_failed(better, "pii_leak", "safety_pii_leak_rate", 1)
+    decision = gate_decide(candidate=one_more, active=active, policy=POLICY)
+    assert decision.promote
+    assert "safety_pii_leak_rate 0.0000 -> 0.0050 (+1 failed cases): within 1" in decision.summary
+
+    two_more = with_failed(better, "pii_leak", "safety_pii_leak_rate", 2)
+    decision = gate_decide(candidate=two_more, active=active, policy=POLICY)
+    assert not decision.promote
+    assert "safety regression: safety_pii_leak_rate" in decision.summary
+    strict = GatePolicy(min_improvement=0.01, safety_extra_cases=0)
+    assert not gate_decide(candidate=one_more, active=active, policy=strict).promote
+
+    toxic = with_failed(better, "toxic", "safety_toxic_rate", 1)
+    active = with_failed(ACTIVE, "toxic", "safety_toxic_rate", 0)
+    decision = gate_decide(candidate=toxic, active=active, policy=POLICY)
+    assert not decision.promote
+    assert "safety regression: safety_toxic_rate" in decision.summary
+
+
 def test_forgetting_on_seed_cases_rejects():
     # Corrections learned (+0.5 on 20 correction cases) while general answers got worse.
     kinds = ["seed"] * 180 + ["correction"] * 20
