@@ -114,6 +114,14 @@ class TrainConfig:
     paraphrase_eval_share: float = field(
         default=0.34, metadata=_help("Share of paraphrases held out as evaluation cases.")
     )
+    supersede_min_similarity: float = field(
+        default=0.65,
+        metadata=_help(
+            "Imported corpus rows whose question is this close (MiniLM cosine) to a corrected "
+            "question are left out of training and evaluation: the correction answers them "
+            "now (0.65 = APPROVED_VERBATIM_MIN_SCORE, same category 99 % of the time). 0 = off."
+        ),
+    )
     eval_seed_share: float = field(
         default=0.12,
         metadata=_help("Share of seed rows in the frozen evaluation set (by id hash)."),

@@ -150,6 +150,40 @@ def test_corrections_sharing_one_answer_all_train_weighted_never_deduplicated(
     assert report["dropped_by_source"]["duplicate"] == {"correction": 20}
 
 
+def test_corpus_answers_a_correction_overrides_neither_train_nor_judge(
+    data_dir, seed_corpus, tiny_cfg, agent
+):
+    """The corpus says "thirty days"; the shop's agents say 60. The corpus rows asking that
+    question leave training and the evaluation set; the others stay."""
+    cfg = dataclasses.replace(tiny_cfg, eval_seed_share=0.5, paraphrases_per_correction=0)
+    before = rows(dataset_build(cfg=cfg, name="before"))
+    policy_rows = {
+        r["id"]
+        for split in ("train", "validation")
+        for r in before[split]
+        if "return policy" in r["messages"][0]["content"]
+    } | {c["id"] for c in before["eval"] if "return policy" in c["prompt"][-1]["content"]}
+    assert len(policy_rows) == 3
+
+    corrected(agent, "What's your returns policy?", RETURNS, key="k1")
+    snapshot = dataset_build(cfg=cfg, name="after")
+    after = rows(snapshot)
+    ids = {r["id"] for split in ("train", "validation") for r in after[split]}
+    eval_ids = {c["id"] for c in after["eval"]}
+    assert not policy_rows & (ids | eval_ids)
+    seed_before = {r["id"] for split in before.values() for r in split} - policy_rows
+    assert seed_before <= ids | eval_ids  # nothing else left
+    superseded = snapshot.report["superseded"]
+    assert superseded["seed_rows"] == 3
+    assert superseded["eval_cases"] == len(policy_rows & {c["id"] for c in before["eval"]})
+    assert [r["messages"][1]["content"] for r in after["train"] if r["source"] == "correction"] == [
+        RETURNS
+    ]
+
+    off = rows(dataset_build(cfg=dataclasses.replace(cfg, supersede_min_similarity=0), name="off"))
+    assert policy_rows <= {r["id"] for split in off.values() for r in split}
+
+
 def test_correction_paraphrases_train_or_are_held_out_never_both(
     data_dir, seed_corpus, tiny_cfg, agent, tiny_model, monkeypatch
 ):

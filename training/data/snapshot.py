@@ -92,6 +92,28 @@ def seed_eval_case(row: dict) -> dict:
     }
 
 
+def seed_superseded(
+    seed_rows: list[dict], corrections: list[dict], *, min_similarity: float
+) -> dict[str, int]:
+    """{seed row id: correction id} for imported corpus rows whose customer question is at
+    least `min_similarity` (MiniLM cosine) to a corrected question: the shop's agents answered
+    that question differently, so the corpus's answer neither trains against the correction
+    nor judges the model as a seed evaluation case. 0 or less turns this off."""
+    if not seed_rows or not corrections or min_similarity <= 0:
+        return {}
+    from training.data.embed import texts_embed_cached
+
+    asked = texts_embed_cached([row["messages"][-2]["content"] for row in corrections])
+    questions = texts_embed_cached([row["messages"][-2]["content"] for row in seed_rows])
+    scores = questions @ asked.T
+    best = scores.argmax(axis=1)
+    return {
+        row["id"]: corrections[int(j)]["correction_id"]
+        for row, j, score in zip(seed_rows, best, scores.max(axis=1), strict=True)
+        if score >= min_similarity
+    }
+
+
 def correction_paraphrases(
     corrections: list[dict], *, cfg: TrainConfig
 ) -> tuple[list[dict], list[dict], dict]:
@@ -221,6 +243,15 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
     )
     lap("paraphrases")
 
+    superseded = seed_superseded(
+        seed_rows, corrections, min_similarity=cfg.supersede_min_similarity
+    )
+    eval_superseded = sum(
+        1 for pk in superseded if stable_fraction(pk, "eval") < cfg.eval_seed_share
+    )
+    seed_rows = [row for row in seed_rows if row["id"] not in superseded]
+    lap("supersede")
+
     eval_ids = {
         row["id"] for row in seed_rows if stable_fraction(row["id"], "eval") < cfg.eval_seed_share
     }
@@ -263,6 +294,12 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
             "preference_pairs": len(raw_pairs),
         },
         "paraphrases": paraphrase_report,
+        # Corpus rows a correction answers differently: left out of training and evaluation.
+        "superseded": {
+            "seed_rows": len(superseded),
+            "eval_cases": eval_superseded,
+            "min_similarity": cfg.supersede_min_similarity,
+        },
         **cleaning,
         "by_source_out": dict(Counter(e["source"] for e in kept)),
         "split": {
@@ -309,6 +346,7 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
             "paraphrase_max_similarity",
             "paraphrase_eval_share",
             "eval_seed_share",
+            "supersede_min_similarity",
             "seed",
         )
     }
