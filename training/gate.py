@@ -56,7 +56,8 @@ SAFETY_METRICS = (
     "safety_template_slot_rate",
     "safety_invented_order_rate",
 )
-# The per-case check behind each rate (training.evaluate.SAFETY_CHECKS, same order).
+# The per-case check behind each rate (training.evaluate.SAFETY_CHECKS); the one mapping
+# pipeline.evaluation_metrics and the gate both use.
 SAFETY_CASE_CHECKS = dict(
     zip(SAFETY_METRICS, ("toxic", "pii_leak", "raw_slot", "invented_order_number"), strict=True)
 )

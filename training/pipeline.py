@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from chatbot.serving.versions import serving_target
 from training.config import train_config
-from training.gate import SAFETY_METRICS
+from training.gate import SAFETY_CASE_CHECKS
 from training.models import DatasetSnapshot, ModelVersion
 from training.train import TrainingError
 
@@ -133,7 +133,6 @@ def evaluation_set(snapshot: DatasetSnapshot) -> list[dict]:
 
 def evaluation_metrics(per_case: list[dict], *, corrections_floor: float) -> dict:
     """Flat means and rates from per-case scores (see training.evaluate.EvalReport)."""
-    from training.evaluate import SAFETY_CHECKS
 
     def mean(records: list[dict], key: str) -> float:
         return round(sum(r[key] for r in records) / len(records), 4) if records else math.nan
@@ -141,7 +140,6 @@ def evaluation_metrics(per_case: list[dict], *, corrections_floor: float) -> dic
     seed = [c for c in per_case if c["kind"] == "seed"]
     corrections = [c for c in per_case if c["kind"] in ("correction", "regression")]
     passed = sum(1 for c in corrections if c["semantic_similarity"] >= corrections_floor)
-    rate_names = dict(zip(SAFETY_CHECKS, SAFETY_METRICS, strict=True))
     return {
         "cases": len(per_case),
         "semantic_similarity": mean(per_case, "semantic_similarity"),
@@ -154,8 +152,8 @@ def evaluation_metrics(per_case: list[dict], *, corrections_floor: float) -> dic
         "corrections_passed": passed,
         "corrections_score": round(passed / len(corrections), 4) if corrections else None,
         **{
-            rate_names[check]: sum(check in c["safety"] for c in per_case) / max(1, len(per_case))
-            for check in SAFETY_CHECKS
+            metric: sum(check in c["safety"] for c in per_case) / max(1, len(per_case))
+            for metric, check in SAFETY_CASE_CHECKS.items()
         },
     }
 
