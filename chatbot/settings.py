@@ -167,9 +167,13 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Only the long training run goes to the one-slot trainer; monitoring (auto-rollback), the
-# stale-run reaper and the retrain schedule check run on the default queue beside it.
-CELERY_TASK_ROUTES = {"training.tasks.retrain": {"queue": "training"}}
+# The long training run goes to the one-slot trainer, and so do correction paraphrases (written
+# into the trainer's cache for its next run); monitoring (auto-rollback), the stale-run reaper
+# and the retrain schedule check run on the default queue beside it.
+CELERY_TASK_ROUTES = {
+    "training.tasks.retrain": {"queue": "training"},
+    "training.tasks.correction_paraphrases_prepare": {"queue": "training"},
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 

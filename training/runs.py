@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # training/tasks.py registers the training task under this name; runs are sent to it by name
 # because tasks.py calls into this module (no import circle).
 RETRAIN_TASK = "training.tasks.retrain"
+PARAPHRASE_TASK = "training.tasks.correction_paraphrases_prepare"
 
 
 class TrainingBusy(Exception):
@@ -96,6 +97,20 @@ def run_request(
 
     transaction.on_commit(enqueue)
     return run
+
+
+def paraphrases_prepare_request(conversation_id) -> None:
+    """Once the transaction commits, ask the trainer to paraphrase this conversation's
+    corrected questions ahead of the next retrain. Best effort: without a broker or a trainer
+    the retrain generates them itself."""
+
+    def enqueue() -> None:
+        try:
+            current_app.send_task(PARAPHRASE_TASK, args=[str(conversation_id)], queue="training")
+        except Exception:  # noqa: BLE001 - saving a correction never fails on the broker
+            log.warning("Could not queue paraphrases for conversation %s", conversation_id)
+
+    transaction.on_commit(enqueue)
 
 
 def run_cancel(*, run_id: int, actor: str) -> TrainingRun:

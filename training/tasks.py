@@ -18,6 +18,21 @@ def retrain(run_id: int) -> str:
     return run.status if run else "skipped"
 
 
+@shared_task(
+    name=runs.PARAPHRASE_TASK,
+    acks_late=True,
+    soft_time_limit=30 * 60,
+    time_limit=30 * 60 + 60,
+)
+def correction_paraphrases_prepare(conversation_id: str) -> dict:
+    """On the trainer (its cache is the one the retrain reads): paraphrase a conversation's
+    corrected questions as soon as a correction is saved."""
+    from training.config import train_config
+    from training.data.snapshot import correction_paraphrases_prepare as prepare
+
+    return prepare(cfg=train_config(), conversation_id=conversation_id)
+
+
 @shared_task(name="training.tasks.retrain_if_due")
 def retrain_if_due() -> int | None:
     run = runs.retrain_if_due()

@@ -26,6 +26,7 @@ from feedback.services.audit import (
     review_record,
     text_required,
 )
+from training.runs import paraphrases_prepare_request
 
 Action = AuditEvent.Action
 
@@ -51,6 +52,8 @@ def correction_submit(*, message_id, agent, text: str) -> Correction:
         correction_id=correction.id,
         approved_answer_id=remembered.pk if remembered else None,
     )
+    # ... and, for good after the next retrain, its question's paraphrases written ahead.
+    paraphrases_prepare_request(message.conversation_id)
     return correction
 
 

@@ -1,6 +1,6 @@
 """The learning loop end to end, on a real Celery worker: an agent's console correction
 answers the next customer from memory at once; a retrain trains on it (weighted, with
-paraphrases attempted) and the gate promotes the model that learned; a retrain on scrambled
+paraphrases the trainer wrote when the correction was saved) and the gate promotes the model that learned; a retrain on scrambled
 answers is rejected with its reason. Tiny models, real PostgreSQL, Redis and worker."""
 
 import json
@@ -132,6 +132,9 @@ async def test_correction_memory_retrain_and_gate(
     assert corrections[0]["weight"] == train_config().correction_weight > 1
     assert report["paraphrases"]["questions"] == 1  # augmentation ran (tiny-model garbage
     # is filtered out by meaning, so no paraphrase rows here; the data tests cover the rows)
+    # ... from the cache: the worker wrote them when the correction was saved (its task was
+    # queued before the run's).
+    assert report["paraphrases"]["generated"] == 0
     assert candidate.status == "active", candidate.status_reason
     assert candidate.metrics["gate"]["interval"]["low"] > 0
 

@@ -87,6 +87,8 @@ def test_monitoring_and_reaping_never_go_to_the_training_queue():
     app.loader.import_default_modules()
     route = app.amqp.router.route
     assert route({}, "training.tasks.retrain")["queue"].name == "training"
+    # Paraphrases go where the retrain reads its cache: the trainer.
+    assert route({}, "training.tasks.correction_paraphrases_prepare")["queue"].name == "training"
     for name in (
         "training.tasks.monitor_live_quality",
         "training.tasks.reap_stale_runs",

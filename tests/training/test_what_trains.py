@@ -15,7 +15,12 @@ from training.data.paraphrase import (
     paraphrases_filter,
     paraphrases_generate,
 )
-from training.data.snapshot import dataset_build, snapshot_rows, stable_fraction
+from training.data.snapshot import (
+    correction_paraphrases_prepare,
+    dataset_build,
+    snapshot_rows,
+    stable_fraction,
+)
 from training.models import SeedExample
 
 pytestmark = pytest.mark.django_db
@@ -212,6 +217,7 @@ def test_correction_paraphrases_train_or_are_held_out_never_both(
     assert len(prompts) + len(trained) == 6  # the two garbage candidates are gone
     assert snapshot.report["paraphrases"] == {
         "questions": 1,
+        "generated": 0,  # all from the cache
         "candidates": 8,
         "fit": 6,
         "train": len(trained),
@@ -227,11 +233,12 @@ def test_correction_paraphrases_train_or_are_held_out_never_both(
 def test_tiny_model_paraphrases_are_cached_and_its_garbage_filtered(
     data_dir, tiny_model, monkeypatch
 ):
-    raw = paraphrases_generate([JACKET], count=3, seed=1, model_path=Path(tiny_model))
-    assert len(raw[JACKET]) == 3
+    raw, generated = paraphrases_generate([JACKET], count=3, seed=1, model_path=Path(tiny_model))
+    assert len(raw[JACKET]) == 3 and generated == 1
     assert _cache_path(Path(tiny_model), JACKET).exists()
     monkeypatch.setattr("chatbot.serving.loading.model_load", lambda *a, **k: 1 / 0)
-    assert paraphrases_generate([JACKET], count=3, seed=1, model_path=Path(tiny_model)) == raw
+    again = paraphrases_generate([JACKET], count=3, seed=1, model_path=Path(tiny_model))
+    assert again == (raw, 0)
     assert paraphrases_filter(JACKET, raw[JACKET], min_similarity=0.82, max_similarity=0.985) == []
     kept = paraphrases_filter(
         JACKET,
@@ -240,6 +247,27 @@ def test_tiny_model_paraphrases_are_cached_and_its_garbage_filtered(
         max_similarity=0.985,
     )
     assert [text for text, _ in kept] == JACKET_PARAPHRASES[:2]
+
+
+def test_paraphrases_written_when_a_correction_is_saved_spare_the_build(
+    data_dir, seed_corpus, tiny_cfg, agent, tiny_model, monkeypatch
+):
+    # The trainer's task for a saved correction: this conversation's question only.
+    correction = corrected(agent, JACKET, RETURNS, key="k1")
+    corrected(agent, "Do you ship to Norway?", "Yes, in 5 days.", key="k2")
+    ahead = correction_paraphrases_prepare(
+        cfg=tiny_cfg, conversation_id=str(correction.message.conversation_id)
+    )
+    assert (ahead["questions"], ahead["generated"]) == (1, 1)
+    assert _cache_path(Path(tiny_model), JACKET).exists()
+    again = correction_paraphrases_prepare(
+        cfg=tiny_cfg, conversation_id=str(correction.message.conversation_id)
+    )
+    assert (again["questions"], again["generated"]) == (1, 0)
+
+    # The build generates only what was not written ahead (the other conversation's).
+    build = dataset_build(cfg=tiny_cfg, name="ahead").report["paraphrases"]
+    assert (build["questions"], build["generated"]) == (2, 1)
 
 
 def test_damaged_caches_and_a_missing_paraphrase_model_do_not_stop_the_build(

@@ -72,8 +72,9 @@ def candidate_clean(text: str) -> str:
 
 def paraphrases_generate(
     questions: list[str], *, count: int, seed: int, model_path: Path, max_new_tokens: int = 40
-) -> dict[str, list[str]]:
-    """Raw (cleaned, unfiltered) candidates per question; cached ones are not regenerated.
+) -> tuple[dict[str, list[str]], int]:
+    """Raw (cleaned, unfiltered) candidates per question, and how many questions had to be
+    generated now; cached ones are not regenerated.
 
     Questions are generated `QUESTION_GROUP` at a time (left-padded batch of
     group x count sequences), seeded per group; the cache keeps the result stable."""
@@ -90,7 +91,7 @@ def paraphrases_generate(
             continue
         missing.append(question)
     if not missing:
-        return result
+        return result, 0
     import torch
 
     from chatbot.serving.loading import model_load
@@ -132,7 +133,7 @@ def paraphrases_generate(
             record = {"question": question, "count": count, "seed": seed}
             record.update(prompt_version=PROMPT_VERSION, candidates=candidates)
             path.write_text(json.dumps(record, indent=1, ensure_ascii=False))
-    return result
+    return result, len(missing)
 
 
 def _norm(text: str) -> str:

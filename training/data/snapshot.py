@@ -119,7 +119,7 @@ def correction_paraphrases(
 ) -> tuple[list[dict], list[dict], dict]:
     """(training rows, evaluation cases, report) from the base model's paraphrases of each
     cleaned correction row's question (see training/data/paraphrase.py)."""
-    report = {"questions": 0, "candidates": 0, "fit": 0, "train": 0, "eval": 0}
+    report = {"questions": 0, "generated": 0, "candidates": 0, "fit": 0, "train": 0, "eval": 0}
     if not corrections or cfg.paraphrases_per_correction <= 0:
         return [], [], report
     from chatbot.serving.loading import ModelLoadError
@@ -128,7 +128,7 @@ def correction_paraphrases(
 
     questions = [row["messages"][0]["content"] for row in corrections]
     try:
-        raw = paraphrases_generate(
+        raw, report["generated"] = paraphrases_generate(
             questions,
             count=cfg.paraphrases_per_correction,
             seed=cfg.seed,
@@ -181,6 +181,28 @@ def correction_paraphrases(
     return rows, list(cases.values()), report
 
 
+def corrections_clean(correction_rows: list[dict], *, cfg: TrainConfig) -> list[dict]:
+    """Correction rows cleaned as every build cleans them, none dropped as a near duplicate
+    of another: their cleaned questions are what gets paraphrased."""
+    kept, _ = examples_clean(
+        correction_rows,
+        max_turn_chars=cfg.max_turn_chars,
+        near_duplicate_threshold=cfg.near_duplicate_threshold,
+        protected=lambda e: True,
+    )
+    return kept
+
+
+def correction_paraphrases_prepare(*, cfg: TrainConfig, conversation_id: str) -> dict:
+    """Write the paraphrases of a conversation's corrected questions into the cache now (the
+    trainer's task when a correction is saved), so the next retrain's data stage finds them
+    ready instead of generating them. Returns the paraphrase report."""
+    corrections = corrections_clean(
+        sources.correction_examples(conversation_ids=[conversation_id]), cfg=cfg
+    )
+    return correction_paraphrases(corrections, cfg=cfg)[2]
+
+
 def pairs_clean(pairs: list[dict]) -> list[dict]:
     def clean(messages: list[dict]) -> list[dict]:
         return [
@@ -231,13 +253,7 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
         row["weight"] = max(1, cfg.correction_weight)
     lap("gather")
 
-    # Corrections are cleaned first: their cleaned questions are what gets paraphrased.
-    corrections, _ = examples_clean(
-        correction_rows,
-        max_turn_chars=cfg.max_turn_chars,
-        near_duplicate_threshold=cfg.near_duplicate_threshold,
-        protected=lambda e: True,
-    )
+    corrections = corrections_clean(correction_rows, cfg=cfg)
     paraphrase_rows, correction_cases, paraphrase_report = correction_paraphrases(
         corrections, cfg=cfg
     )

@@ -86,8 +86,9 @@ def conversation_examples(*, include_thumbs_up: bool = False) -> list[dict]:
     ]
 
 
-def correction_examples() -> list[dict]:
-    """One single-turn example per corrected reply: customer question -> newest correction."""
+def correction_examples(*, conversation_ids: list[str] | None = None) -> list[dict]:
+    """One single-turn example per corrected reply: customer question -> newest correction
+    (of every conversation, or of `conversation_ids`)."""
     return [
         {
             "id": f"correction:{row['correction_id']}",
@@ -96,7 +97,7 @@ def correction_examples() -> list[dict]:
             "correction_id": row["correction_id"],
             "messages": row["messages"],
         }
-        for row in exports.correction_examples()
+        for row in exports.correction_examples(conversation_ids=conversation_ids)
     ]
 
 
