@@ -61,6 +61,13 @@ class TrainConfig:
     replay_examples: int = field(
         default=256, metadata=_help("Earlier training rows replayed in an incremental run.")
     )
+    replay_neighbour_share: float = field(
+        default=0.0,
+        metadata=_help(
+            "Share of the replayed rows chosen as the earlier questions nearest (MiniLM) to the "
+            "new rows' questions, the rest at random; 0 = all at random."
+        ),
+    )
     incremental_learning_rate: float = field(
         default=1e-3, metadata=_help("Peak learning rate of an incremental run.")
     )

@@ -58,13 +58,35 @@ def rows_weighted(rows: list[dict]) -> list[dict]:
     return [row for row in rows for _ in range(max(1, int(row.get("weight") or 1)))]
 
 
-def replay_mix(
-    rows: list[dict], *, previous_keys: set[str], replay_examples: int, seed: int
-) -> tuple[list[dict], dict]:
-    """New rows (keys the parent's snapshot did not have) plus `replay_examples` earlier rows.
+def _question(row: dict) -> str:
+    return next((m["content"] for m in reversed(row["messages"]) if m["role"] == "user"), "")
 
-    With no earlier keys this is a full run over every row. The replay sample is seeded, so
-    the mix is repeatable; `new_correction_ids` names the corrections the run learns anew.
+
+def replay_neighbours(old: list[dict], new: list[dict], *, count: int) -> list[int]:
+    """Indexes of the `count` earlier rows whose customer question is nearest (MiniLM cosine)
+    to any new row's: the neighbouring answers a run on the new rows would overwrite."""
+    if count <= 0 or not old or not new:
+        return []
+    from training.data.embed import texts_embed_cached
+
+    new_vectors = texts_embed_cached(sorted({_question(r) for r in new}))
+    scores = (texts_embed_cached([_question(r) for r in old]) @ new_vectors.T).max(axis=1)
+    return sorted(range(len(old)), key=lambda i: (-float(scores[i]), i))[:count]
+
+
+def replay_mix(
+    rows: list[dict],
+    *,
+    previous_keys: set[str],
+    replay_examples: int,
+    seed: int,
+    neighbour_share: float = 0.0,
+) -> tuple[list[dict], dict]:
+    """New rows (keys the parent's snapshot did not have) plus `replay_examples` earlier rows:
+    `neighbour_share` of them the nearest to the new questions, the rest a seeded sample.
+
+    With no earlier keys this is a full run over every row. The mix is repeatable;
+    `new_correction_ids` names the corrections the run learns anew.
     """
     if not previous_keys:
         return rows, {"mode": "full", "new": len(rows), "replayed": 0, "replay_pool": 0}
@@ -72,7 +94,11 @@ def replay_mix(
     old = [r for r in rows if r.get("key") in previous_keys]
     if not new:
         raise TrainingError("No new training data since the parent version's snapshot.")
-    replayed = random.Random(seed).sample(old, min(len(old), max(0, replay_examples)))
+    count = min(len(old), max(0, replay_examples))
+    share = max(0.0, min(1.0, neighbour_share))
+    near = set(replay_neighbours(old, new, count=round(count * share)))
+    rest = [r for i, r in enumerate(old) if i not in near]
+    replayed = [old[i] for i in sorted(near)] + random.Random(seed).sample(rest, count - len(near))
     mixed = new + replayed
     random.Random(seed).shuffle(mixed)
     corrections = {r["correction_id"] for r in new if r.get("correction_id") is not None}
@@ -80,6 +106,7 @@ def replay_mix(
         "mode": "incremental",
         "new": len(new),
         "replayed": len(replayed),
+        "replay_neighbours": len(near),
         "replay_pool": len(old),
         "new_correction_ids": sorted(corrections),
     }
@@ -119,6 +146,7 @@ def train_rows_choose(
         previous_keys=_previous_keys(parent_meta(parent_artifact)),
         replay_examples=cfg.replay_examples,
         seed=cfg.seed,
+        neighbour_share=cfg.replay_neighbour_share,
     )
     if cfg.max_train_examples:
         rows = rows[: cfg.max_train_examples]

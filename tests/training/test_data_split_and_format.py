@@ -94,6 +94,7 @@ def test_replay_mix_keeps_all_new_rows_and_a_sample_of_old_ones():
         "mode": "incremental",
         "new": 30,
         "replayed": 12,
+        "replay_neighbours": 0,
         "replay_pool": 100,
         "new_correction_ids": [1, 2],
     }
@@ -103,6 +104,34 @@ def test_replay_mix_keeps_all_new_rows_and_a_sample_of_old_ones():
     assert full == rows and mix["mode"] == "full"
     with pytest.raises(TrainingError):
         replay_mix(rows[:100], previous_keys=previous, replay_examples=12, seed=1)
+
+
+def test_replay_neighbours_are_the_earlier_questions_nearest_to_the_new_ones(data_dir):
+    def row(key: str, question: str) -> dict:
+        return {"key": key, "messages": [{"role": "user", "content": question}]}
+
+    old = [
+        row("o0", "Can I pay with PayPal?"),
+        row("o1", "Which courier delivers my parcel?"),
+        row("o2", "How do I reset my password?"),
+        row("o3", "How long does shipping to Spain take?"),
+        row("o4", "Do you sell gift cards?"),
+        row("o5", "Where can I see my invoice?"),
+    ]
+    new = [row("n0", "How many days does delivery take?")]
+    previous = {r["key"] for r in old}
+    mixed, mix = replay_mix(
+        old + new, previous_keys=previous, replay_examples=4, seed=1, neighbour_share=0.5
+    )
+    assert (mix["replayed"], mix["replay_neighbours"]) == (4, 2)
+    replayed = {r["key"] for r in mixed} - {"n0"}
+    assert {"o1", "o3"} <= replayed  # the two delivery questions, whatever the seed
+    assert (
+        mixed
+        == replay_mix(
+            old + new, previous_keys=previous, replay_examples=4, seed=1, neighbour_share=0.5
+        )[0]
+    )
 
 
 def test_rows_are_repeated_by_their_weight():

@@ -1,7 +1,8 @@
 """The learning loop end to end, on a real Celery worker: an agent's console correction
 answers the next customer from memory at once; a retrain trains on it (weighted, with
-paraphrases the trainer wrote when the correction was saved) and the gate promotes the model that learned; a retrain on scrambled
-answers is rejected with its reason. Tiny models, real PostgreSQL, Redis and worker."""
+paraphrases the trainer wrote when the correction was saved) and the gate promotes the
+model that learned; a retrain on scrambled answers is rejected with its reason. Tiny models,
+real PostgreSQL, Redis and worker."""
 
 import json
 import random
