@@ -34,7 +34,11 @@ SHOTS = (
 )
 # "Rewrite:", "Sender:", "Re: " and the like in front of a candidate.
 LABEL = re.compile(r"^\s*(?:[A-Za-z][\w-]*\s?){1,2}:\s+")
-QUESTION_GROUP = 4  # questions generated together (x count sequences)
+# Questions generated together (x count sequences). One: a question's candidates then depend
+# on it alone (seeded by its text), the same whether the trainer wrote them when the correction
+# was saved or a retrain wrote them with others; 4 at a time was ~1.5x faster but depended on
+# the neighbours in the batch.
+QUESTION_GROUP = 1
 
 
 def prompt_messages(question: str) -> list[dict]:
@@ -77,7 +81,8 @@ def paraphrases_generate(
     generated now; cached ones are not regenerated.
 
     Questions are generated `QUESTION_GROUP` at a time (left-padded batch of
-    group x count sequences), seeded per group; the cache keeps the result stable."""
+    group x count sequences), seeded by the group's first question; the cache keeps the
+    result stable."""
     result: dict[str, list[str]] = {}
     missing = []
     for question in dict.fromkeys(questions):
