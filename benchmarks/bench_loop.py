@@ -381,9 +381,10 @@ def main() -> None:
             shutil.rmtree(kept, ignore_errors=True)
             shutil.copytree(data_dir, kept, symlinks=True)
 
-    # The paraphrases the corrections asked the trainer for (already done unless the kept
-    # state predates it): the retrain's data stage then finds them cached.
-    results["paraphrases_ahead"] = trainer_drain(env)
+    if args.from_corrections:
+        # A state kept before the trainer ran still holds the paraphrase tasks the
+        # corrections queued: run them, so the retrain's data stage finds them cached.
+        results["paraphrases_ahead"] = trainer_drain(env)
     print(
         "retrain after the corrections (incremental)"
         + (f" with {retrain_extra}" if retrain_extra else "")
@@ -497,6 +498,8 @@ def report_print(results: dict) -> None:
             f"{memory['first_reply_after_correction_s']:.1f} s / "
             f"{memory['last_reply_after_correction_s']:.1f} s"
         )
+    if results.get("paraphrases_ahead"):
+        print(f"paraphrases written by the trainer: {json.dumps(results['paraphrases_ahead'])}")
     if results.get("reply_length"):
         print(f"seed held-out at the serving reply length: {json.dumps(results['reply_length'])}")
     if results.get("seed_override"):
