@@ -68,9 +68,14 @@ def run_unfinished() -> TrainingRun | None:
 
 
 def run_request(
-    *, requested_by: str, trigger: str = "manual", config: dict | None = None
+    *,
+    requested_by: str,
+    trigger: str = "manual",
+    config: dict | None = None,
+    enqueue: bool = True,
 ) -> TrainingRun:
-    """Queue a retraining run, refusing while another is queued or running."""
+    """Queue a retraining run, refusing while another is queued or running. With
+    `enqueue=False` nothing is sent to the trainer: the caller runs it (`retrain --inline`)."""
     busy = run_unfinished()
     if busy:
         raise TrainingBusy(busy)
@@ -82,7 +87,7 @@ def run_request(
     except IntegrityError as exc:  # lost a race with a concurrent request
         raise TrainingBusy(run_unfinished()) from exc
 
-    def enqueue() -> None:
+    def enqueue_on_commit() -> None:
         try:
             result = current_app.send_task(RETRAIN_TASK, args=[run.pk], queue="training")
         except Exception as exc:  # noqa: BLE001 - a broker outage must not block retraining
@@ -95,7 +100,8 @@ def run_request(
             return
         TrainingRun.objects.filter(pk=run.pk).update(task_id=result.id or "")
 
-    transaction.on_commit(enqueue)
+    if enqueue:
+        transaction.on_commit(enqueue_on_commit)
     return run
 
 

@@ -81,6 +81,25 @@ def test_a_broker_error_fails_the_run_instead_of_leaving_it_queued(monkeypatch):
     assert again.status == "queued" and again.task_id == "t1"
 
 
+def test_an_inline_run_is_not_also_sent_to_the_trainer(monkeypatch):
+    from chatbot.celery import app
+
+    sent = []
+
+    def send_task(*args, **kwargs):  # records what would reach the broker
+        sent.append(args)
+        return type("R", (), {"id": "t1"})
+
+    monkeypatch.setattr(app, "send_task", send_task)
+    base_version_ensure()
+    run = runs.run_request(requested_by="test", enqueue=False)  # what `retrain --inline` asks
+    run.refresh_from_db()
+    assert run.status == "queued" and sent == []
+    run.delete()
+    runs.run_request(requested_by="test")
+    assert sent == [(runs.RETRAIN_TASK,)]
+
+
 def test_monitoring_and_reaping_never_go_to_the_training_queue():
     from chatbot.celery import app
 

@@ -25,7 +25,10 @@ class Command(BaseCommand):
     def handle(self, *args, wait=False, inline=False, by="cli", full=False, **options):
         try:
             config = {"incremental": False} if full else {}
-            run = runs.run_request(requested_by=by, trigger="cli", config=config)
+            # Inline runs here, so nothing goes to the trainer's queue.
+            run = runs.run_request(
+                requested_by=by, trigger="cli", config=config, enqueue=not inline
+            )
         except runs.TrainingBusy as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Run {run.pk} queued.")
