@@ -260,21 +260,14 @@ def seed_at_reply_length(env: dict, *, limit: int) -> dict:
     recall. The first `limit` frozen seed cases of the newest snapshot, greedy, batched."""
     script = (
         "import json\n"
+        "from django.conf import settings\n"
         "from training.models import ModelVersion\n"
-        "print(json.dumps([(v.number, v.artifact_path or 'base') for v in\n"
-        "                  ModelVersion.objects.order_by('number')]))\n"
+        "versions = [(v.number, v.artifact_path or 'base')\n"
+        "            for v in ModelVersion.objects.order_by('number')]\n"
+        "print(json.dumps({'tokens': settings.SERVING_MAX_NEW_TOKENS, 'versions': versions}))\n"
     )
-    versions = json.loads(manage(env, "shell", "-c", script).strip().splitlines()[-1])
-    tokens = (
-        manage(
-            env,
-            "shell",
-            "-c",
-            "from django.conf import settings; print(settings.SERVING_MAX_NEW_TOKENS)",
-        )
-        .strip()
-        .splitlines()[-1]
-    )
+    found = json.loads(manage(env, "shell", "-c", script).strip().splitlines()[-1])
+    tokens, versions = str(found["tokens"]), found["versions"]
     out = Path(env["DATA_DIR"]) / "bench-reply-length.json"
     t0 = time.perf_counter()
     manage(
