@@ -9,7 +9,7 @@ passages), greedy, up to 128 new tokens:
 - 8 chats at once through the gateway: aggregate tokens/s and the slowest chat's decode rate;
 - 50 chats arriving at once (16-token replies): TTFT p50 and max;
 - the model server's memory (router plus model process, resident and peak);
-- with BENCH_QUANTS="Q4_0 Q8_0 ...": the raw single-chat figures for each weight format.
+- with BENCH_QUANTS="Q4_0 Q8_0 ...": the same figures for each weight format, one after the other.
 
 Run with `make bench-chat` (after the WebSocket benchmark) or
 `python benchmarks/bench_model_server.py`.
@@ -192,7 +192,7 @@ def main() -> None:
 
     base = str(base_model_path())
     quants = os.environ.get("BENCH_QUANTS", "").split() or [settings.MODEL_SERVER_QUANT]
-    for i, quant in enumerate(quants):
+    for quant in quants:
         models = Path(tempfile.mkdtemp(prefix="bench-models-"))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -205,7 +205,7 @@ def main() -> None:
             converted = time.perf_counter() - started
             proc = server_spawn(port=port, log_path=models / "server.log")
             try:
-                figures = asyncio.run(measure(url, target, "v1", full=i == 0))
+                figures = asyncio.run(measure(url, target, "v1", full=True))
                 rss, peak = group_memory_mib(proc.pid)
             finally:
                 os.killpg(proc.pid, signal.SIGTERM)

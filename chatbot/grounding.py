@@ -6,13 +6,15 @@ search is logged and the reply goes ahead without it.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 
 from chatbot.approved.store import AnswerMatch, answer_match
 from chatbot.knowledge.selectors import Hit, hits_sources, passages_for_vector
 from chatbot.prompting import chat_messages, system_prompt
+from chatbot.serving.engine import GenerationParams
+from chatbot.serving.gateway import default_params
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,17 @@ class Grounding:
         """The model's prompt: system prompt, the approved exchange, the conversation."""
         example = (self.approved.question, self.approved.answer) if self.approved else None
         return chat_messages(history, system=self.system(), example=example)
+
+    def params(self) -> GenerationParams:
+        """How the model writes this reply: the serving defaults, and with an approved answer
+        in the prompt its tokens favoured by APPROVED_COPY_BIAS (the small model otherwise
+        mostly ignores it; benchmarks/calibrate_copy_bias.py)."""
+        params = default_params()
+        if self.approved and not self.approved.verbatim and settings.APPROVED_COPY_BIAS:
+            params = replace(
+                params, copy_text=self.approved.answer, copy_bias=settings.APPROVED_COPY_BIAS
+            )
+        return params
 
     def sources(self) -> list[dict]:
         cited = [self.approved.source()] if self.approved else []

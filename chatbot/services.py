@@ -24,7 +24,7 @@ from chatbot.models import Conversation, Message
 from chatbot.selectors import conversation_history, message_frame_data
 from chatbot.serving import gateway
 from chatbot.serving.cluster import remote_serving
-from chatbot.serving.engine import Event
+from chatbot.serving.engine import Event, GenerationParams
 from chatbot.serving.loading import ModelLoadError
 from chatbot.serving.versions import (
     ServingTarget,
@@ -285,7 +285,9 @@ async def _bot_reply_generate(conversation_id: uuid.UUID, queue_position: int) -
     if grounding.verbatim:
         return await approved_reply_send(reply, grounding.approved, start=start)
     messages = grounding.messages(history)
-    target = await _model_reply_stream(messages, reply, group=group, start=start)
+    target = await _model_reply_stream(
+        messages, reply, group=group, start=start, params=grounding.params()
+    )
     if not reply.text.strip():
         # The model said nothing visible; say something useful rather than store a blank
         # reply (appended, so the streamed tokens still add up to the stored text).
@@ -300,7 +302,12 @@ async def _bot_reply_generate(conversation_id: uuid.UUID, queue_position: int) -
 
 
 async def _model_reply_stream(
-    messages: list[dict], reply: BotReply, *, group: str, start: float
+    messages: list[dict],
+    reply: BotReply,
+    *,
+    group: str,
+    start: float,
+    params: GenerationParams | None = None,
 ) -> ServingTarget:
     """Stream the active version's reply into `reply`; returns the version that wrote it.
 
@@ -310,7 +317,7 @@ async def _model_reply_stream(
     for _attempt in range(3):
         target = await database_sync_to_async(active_serving_target)()
         try:
-            stream = gateway.reply_stream(messages, target)
+            stream = gateway.reply_stream(messages, target, params)
             event: Event | None = await anext(stream)  # a load failure shows here, before any token
         except ModelLoadError as exc:
             rolled_back = await database_sync_to_async(serving_failure_rollback)(

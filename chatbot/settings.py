@@ -367,6 +367,9 @@ KNOWLEDGE_INDEX_REFRESH_SECONDS = env_float("KNOWLEDGE_INDEX_REFRESH_SECONDS", 1
 APPROVED_ANSWERS = env_bool("APPROVED_ANSWERS", True)
 APPROVED_MATCH_MIN_SCORE = env_float("APPROVED_MATCH_MIN_SCORE", 0.55)
 APPROVED_VERBATIM_MIN_SCORE = env_float("APPROVED_VERBATIM_MIN_SCORE", 0.65)
+# Below the verbatim score, the approved answer's tokens get this logit bias while the model
+# writes the reply (0 = off); measured by benchmarks/calibrate_copy_bias.py.
+APPROVED_COPY_BIAS = env_float("APPROVED_COPY_BIAS", 2.0)
 # The periodic index sync is a beat job (chatbot/schedule.py, editable in Django admin).
 LOGGING["loggers"]["faiss.loader"] = {"level": "WARNING"}
 

@@ -30,6 +30,10 @@ class GenerationParams:
     context_tokens: int = 2048
     temperature: float = 0.0
     repetition_penalty: float = 1.0
+    # Added to the logits of `copy_text`'s tokens at every step: the approved answer of a
+    # looser memory match, which the small model otherwise mostly ignores in its prompt.
+    copy_text: str = ""
+    copy_bias: float = 0.0
 
 
 @dataclass
@@ -53,9 +57,19 @@ class _Sequence:
     generated: list[int] = field(default_factory=list)
     emitted: str = ""
     length: int = 0  # real (unpadded) tokens in the cache for this sequence
+    biased: Any = None  # token ids given params.copy_bias (a tensor), or None
 
     def send(self, event: Event) -> None:
         _emit_safely(self.emit, event, self.cancelled)
+
+
+def copy_token_ids(tokenizer, params: GenerationParams) -> set[int]:
+    """The token ids `params.copy_bias` applies to: every token of `params.copy_text`
+    (none without a bias)."""
+    if not params.copy_bias or not params.copy_text.strip():
+        return set()
+    ids = set(tokenizer(params.copy_text, add_special_tokens=False)["input_ids"])
+    return ids - set(tokenizer.all_special_ids)
 
 
 def _emit_safely(emit: Callable[[Event], None], event: Event, cancelled: threading.Event) -> None:
@@ -214,6 +228,9 @@ class Engine:
             cancelled=cancelled,
             length=len(ids),
         )
+        copied = copy_token_ids(tokenizer, params) - self._stop_ids
+        if copied:
+            seq.biased = torch.tensor(sorted(copied), dtype=torch.long)
         next_ids = self._choose(out.logits[:, -1, :], [seq])
         return seq, (cache, mask, next_ids)
 
@@ -239,6 +256,8 @@ class Engine:
 
         logits = logits.float()
         for row, seq in enumerate(seqs):
+            if seq.biased is not None:
+                logits[row, seq.biased] += seq.params.copy_bias
             penalty = seq.params.repetition_penalty
             if penalty != 1.0 and seq.generated:
                 seen = torch.tensor(sorted(set(seq.generated)), dtype=torch.long)

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from chatbot.prompting import prompt_fit
 from chatbot.serving.cluster import ServerInfo, pool
-from chatbot.serving.engine import Event, GenerationParams
+from chatbot.serving.engine import Event, GenerationParams, copy_token_ids
 from chatbot.serving.model_server import auth_headers, model_id
 from chatbot.serving.versions import ServingTarget
 
@@ -56,21 +56,27 @@ def slot_context_tokens(params: GenerationParams) -> int:
     return min(params.context_tokens, share)
 
 
-def prompt_ids(messages: list[dict], target: ServingTarget, params: GenerationParams) -> list[int]:
-    """The chat as token ids, cut to the context budget (blocking: call off the loop)."""
+def _target_tokenizer(target: ServingTarget):
     from pathlib import Path
 
     folder = Path(target.artifact_path)
-    tokenizer = _tokenizer(
+    return _tokenizer(
         str(folder if (folder / "tokenizer_config.json").exists() else target.base_path)
     )
+
+
+def prompt_ids(messages: list[dict], target: ServingTarget, params: GenerationParams) -> list[int]:
+    """The chat as token ids, cut to the context budget (blocking: call off the loop)."""
+    tokenizer = _target_tokenizer(target)
     budget = max(16, slot_context_tokens(params) - params.max_new_tokens)
     fitted = prompt_fit(tokenizer, messages, budget)
     ids = tokenizer.apply_chat_template(fitted, add_generation_prompt=True, tokenize=True)
     return list(ids if isinstance(ids, list) else ids["input_ids"])
 
 
-def completion_request(ids: list[int], model: str, params: GenerationParams) -> dict:
+def completion_request(
+    ids: list[int], model: str, params: GenerationParams, *, biased: set[int] | None = None
+) -> dict:
     """The `/completion` body whose sampling matches the in-process engine's.
 
     Greedy at temperature 0; otherwise plain softmax sampling (no top-k/top-p/min-p).
@@ -78,9 +84,11 @@ def completion_request(ids: list[int], model: str, params: GenerationParams) -> 
     of the prompt's tail (the end-of-turn token, the question's words), which cost 0.03-0.15
     of MiniLM similarity on seed cases; so where the engine would penalize repetition, the
     server uses llama.cpp's DRY sampler instead, which only penalizes repeated sequences
-    (measured: README "Model server").
+    (measured: README "Model server"). `biased`: token ids given `params.copy_bias`; DRY
+    is then off, as it also counts the prompt and would penalize copying the approved answer
+    the bias asks for.
     """
-    return {
+    body = {
         "model": model,
         "prompt": ids,
         "n_predict": params.max_new_tokens,
@@ -89,10 +97,15 @@ def completion_request(ids: list[int], model: str, params: GenerationParams) -> 
         "top_p": 1.0,
         "min_p": 0.0,
         "repeat_penalty": 1.0,
-        "dry_multiplier": DRY_MULTIPLIER if params.repetition_penalty != 1.0 else 0.0,
+        "dry_multiplier": (
+            DRY_MULTIPLIER if params.repetition_penalty != 1.0 and not biased else 0.0
+        ),
         "stream": True,
         "cache_prompt": True,
     }
+    if biased:
+        body["logit_bias"] = [[token, params.copy_bias] for token in sorted(biased)]
+    return body
 
 
 async def _sse_events(response) -> AsyncIterator[dict]:
@@ -120,7 +133,8 @@ async def remote_reply_stream(
     from asgiref.sync import sync_to_async
 
     ids = await sync_to_async(prompt_ids, thread_sensitive=False)(messages, target, params)
-    body = completion_request(ids, model_id(target), params)
+    biased = copy_token_ids(_target_tokenizer(target), params) if params.copy_bias else None
+    body = completion_request(ids, model_id(target), params, biased=biased)
     if url:
         servers = [ServerInfo(url.rstrip("/"))]
     else:

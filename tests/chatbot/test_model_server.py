@@ -5,7 +5,7 @@ import json
 import os
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -94,7 +94,12 @@ def test_sampling_matches_the_in_process_engine():
     # Repetition is held off by DRY, not by a token penalty that would also hit the prompt.
     assert body["repeat_penalty"] == 1.0 and body["dry_multiplier"] > 0
     plain = completion_request([1], "v4", GenerationParams(repetition_penalty=1.0))
-    assert plain["dry_multiplier"] == 0.0
+    assert plain["dry_multiplier"] == 0.0 and "logit_bias" not in plain
+    # An approved answer's tokens favoured: sent as llama.cpp's logit_bias, and DRY (which
+    # also counts the prompt, where the approved answer stands) is off.
+    copying = replace(PARAMS, copy_text="45 days", copy_bias=2.0)
+    biased = completion_request([1], "v4", copying, biased={7, 3})
+    assert biased["logit_bias"] == [[3, 2.0], [7, 2.0]] and biased["dry_multiplier"] == 0.0
 
 
 async def test_a_reply_streams_from_the_model_server(remote, real_model_dir):

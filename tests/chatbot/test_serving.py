@@ -1,11 +1,12 @@
 """Prompt fitting, the engine's continuous batching, and checkpoint loading."""
 
+import re
 import threading
 
 import pytest
 
 from chatbot.prompting import chat_messages, prompt_fit
-from chatbot.serving.engine import Engine, GenerationParams, engine_timing_probe
+from chatbot.serving.engine import Engine, GenerationParams, copy_token_ids, engine_timing_probe
 from chatbot.serving.loading import ModelLoadError, model_load
 
 
@@ -163,3 +164,27 @@ def test_fitting_a_long_conversation_tokenizes_it_a_few_times_not_once_per_turn(
     while turns[0]["role"] == "assistant":
         turns = turns[1:]
     assert fitted == messages[:1] + turns
+
+
+def test_a_copy_bias_favours_the_tokens_of_the_copy_text(tiny_loaded):
+    engine = Engine(tiny_loaded, max_batch=4)
+    messages = chat_messages([("customer", "Where is my parcel?")], system="Hi")
+    plain = GenerationParams(max_new_tokens=16, context_tokens=512)
+    copy_text = "Delivery with GLS takes 3 to 5 days."
+    biased = GenerationParams(
+        max_new_tokens=16, context_tokens=512, copy_text=copy_text, copy_bias=100.0
+    )
+    without = engine_timing_probe(engine, messages, plain)["text"]
+    with_bias = engine_timing_probe(engine, messages, biased)["text"]
+    off = GenerationParams(max_new_tokens=16, context_tokens=512, copy_text=copy_text)
+    unbiased = engine_timing_probe(engine, messages, off)["text"]
+    engine.stop()
+    tokenizer = tiny_loaded.tokenizer
+    allowed = copy_token_ids(tokenizer, biased)
+    assert allowed == set(tokenizer(copy_text, add_special_tokens=False)["input_ids"])
+    # The tiny model's logits are far below a bias of 100: every token of the reply is one
+    # of the copy text's, and without the bias (or with a bias of 0) it says something else.
+    pieces = sorted({tokenizer.decode([t]) for t in allowed}, key=len, reverse=True)
+    assert re.fullmatch("(?:" + "|".join(map(re.escape, pieces)) + ")+", with_bias)
+    assert not re.fullmatch("(?:" + "|".join(map(re.escape, pieces)) + ")+", without)
+    assert unbiased == without
