@@ -12,7 +12,9 @@ approved answer when the match is the right intent (higher: the shop's answer is
 when it is not (higher: the wrong answer is pushed), their similarity to the corpus answer
 of the asker's own intent, and how many replies degenerate (a 3-gram repeated 3+ times).
 
-    .venv/bin/python benchmarks/calibrate_copy_bias.py [--cases 48] [--biases 0 1 2 3 4]
+    .venv/bin/python benchmarks/calibrate_copy_bias.py [--cases 48] [--biases 0 1 2 3]
+
+About 5 minutes per bias on 2 busy cores (48 replies of up to 96 tokens each).
 """
 
 import argparse
@@ -65,7 +67,7 @@ def replies(engine, prompts: list[list[dict]], params: list) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=48)
-    parser.add_argument("--biases", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 4.0])
+    parser.add_argument("--biases", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
     parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args()
 
@@ -136,7 +138,8 @@ def main() -> None:
         wrong = to_approved[~right].mean() if (~right).any() else float("nan")
         print(
             f"{bias:.1f} | {to_approved[right].mean():.3f} / {wrong:.3f} | "
-            f"{to_own.mean():.3f} | {sum(map(degenerate, texts))}"
+            f"{to_own.mean():.3f} | {sum(map(degenerate, texts))}",
+            flush=True,
         )
     engine.stop()
 
