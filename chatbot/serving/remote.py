@@ -74,6 +74,16 @@ def prompt_ids(messages: list[dict], target: ServingTarget, params: GenerationPa
     return list(ids if isinstance(ids, list) else ids["input_ids"])
 
 
+def request_tokens(
+    messages: list[dict], target: ServingTarget, params: GenerationParams
+) -> tuple[list[int], set[int] | None]:
+    """The prompt's token ids and the copy bias's token ids, None without a bias (blocking:
+    call off the loop)."""
+    ids = prompt_ids(messages, target, params)
+    biased = copy_token_ids(_target_tokenizer(target), params) if params.copy_bias else None
+    return ids, biased
+
+
 def completion_request(
     ids: list[int], model: str, params: GenerationParams, *, biased: set[int] | None = None
 ) -> dict:

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 from dataclasses import dataclass, replace
@@ -13,7 +14,7 @@ from django.test import override_settings
 
 from chatbot.prompting import chat_messages, system_prompt
 from chatbot.serving import gateway
-from chatbot.serving.engine import GenerationParams
+from chatbot.serving.engine import GenerationParams, copy_token_ids
 from chatbot.serving.model_server import gguf_ensure, model_link, server_spawn
 from chatbot.serving.remote import completion_request
 from chatbot.serving.versions import ServingTarget
@@ -112,6 +113,28 @@ async def test_a_reply_streams_from_the_model_server(remote, real_model_dir):
     assert "".join(tokens).strip()
     assert 0 < done.token_count <= PARAMS.max_new_tokens
     assert done.prompt_tokens > 20
+
+
+async def test_a_copy_bias_reaches_the_model_server(remote, real_model_dir):
+    """The approved answer's tokens, favoured through the gateway: with a bias of 100 every
+    token llama-server writes is one of the copy text's; without it the reply differs."""
+    from transformers import AutoTokenizer
+
+    copy_text = "Standard delivery takes 3 to 5 business days with GLS."
+    messages = chat_messages([("customer", "Do you sell gift cards?")], system=system_prompt())
+    target = base_target(real_model_dir)
+    biased = replace(PARAMS, max_new_tokens=16, copy_text=copy_text, copy_bias=100.0)
+    plain = replace(biased, copy_bias=0.0)
+    texts = []
+    for params in (biased, plain):
+        events = await collect(messages, target, params)
+        assert events[-1].kind == "done", events[-1].text
+        texts.append("".join(e.text for e in events if e.kind == "token"))
+    tokenizer = AutoTokenizer.from_pretrained(real_model_dir)
+    pieces = {tokenizer.decode([t]) for t in copy_token_ids(tokenizer, biased)}
+    copied = re.compile("(?:" + "|".join(map(re.escape, sorted(pieces, key=len)[::-1])) + ")+")
+    assert copied.fullmatch(texts[0]), texts[0]
+    assert not copied.fullmatch(texts[1]), texts[1]
 
 
 async def test_the_reply_limit_marks_the_reply_truncated(remote, real_model_dir):
