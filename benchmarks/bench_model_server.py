@@ -7,6 +7,8 @@ passages), greedy, up to 128 new tokens:
 - single chat, 5 runs: TTFT and decode tokens/s, raw (`/completion` straight to the server)
   and through `gateway.reply_stream` (what the chat consumer uses);
 - 8 chats at once through the gateway: aggregate tokens/s and the slowest chat's decode rate;
+- the engine's batched decode with fixed-length replies (`ignore_eos`): one stream, then 8 at
+  once, in 3 alternating rounds: median aggregate, median and lowest ratio, slowest chat;
 - 50 chats arriving at once (16-token replies): TTFT p50 and max;
 - the model server's memory (router plus model process, resident and peak);
 - with BENCH_QUANTS="Q4_0 Q8_0 ...": the same figures for each weight format, one after the other.
@@ -94,6 +96,39 @@ async def raw_once(url: str, ids: list[int], model: str) -> dict:
     return {"ttft": first - start, "decode": (tokens - 1) / (last - first), "tokens": tokens}
 
 
+async def raw_fixed(url: str, ids_list: list[list[int]], model: str) -> dict:
+    """Chats decoding exactly MAX_NEW tokens each (llama.cpp's `ignore_eos`, as
+    llama-batched-bench does), at once, straight to llama-server: the engine's batched decode
+    without replies ending early (with natural lengths a chat that stops at 9 tokens leaves 7
+    in the batch). Aggregate tokens/s and the slowest chat's decode rate."""
+    import json
+
+    import httpx
+
+    from chatbot.serving.engine import GenerationParams
+    from chatbot.serving.remote import completion_request
+
+    params = GenerationParams(max_new_tokens=MAX_NEW, repetition_penalty=1.1)
+
+    async def one(ids: list[int]) -> float:
+        body = {**completion_request(ids, model, params), "ignore_eos": True}
+        first = last = None
+        async with (
+            httpx.AsyncClient(timeout=120) as client,
+            client.stream("POST", f"{url}/completion", json=body) as response,
+        ):
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and json.loads(line[5:]).get("content"):
+                    last = time.perf_counter()
+                    first = first or last
+        return (MAX_NEW - 1) / (last - first)
+
+    start = time.perf_counter()
+    rates = await asyncio.gather(*(one(ids) for ids in ids_list))
+    wall = time.perf_counter() - start
+    return {"aggregate": len(ids_list) * MAX_NEW / wall, "slowest": min(rates)}
+
+
 async def ours_once(messages: list[dict], target, max_new: int = MAX_NEW) -> dict:
     """One reply through the gateway (tokenizing here, streaming from the model server)."""
     from chatbot.serving import gateway
@@ -124,7 +159,8 @@ async def measure(url: str, target, model: str, *, full: bool) -> dict:
     from chatbot.serving.remote import prompt_ids
 
     messages = retrieval_messages("Can I return a jacket I bought three weeks ago?")
-    ids = prompt_ids(messages, target, GenerationParams(max_new_tokens=MAX_NEW))
+    params_plain = GenerationParams(max_new_tokens=MAX_NEW)
+    ids = prompt_ids(messages, target, params_plain)
     await raw_once(url, ids, model)  # warm: loads the model, fills the slot's prompt cache
     raws = [await raw_once(url, ids, model) for _ in range(5)]
     out = {
@@ -165,6 +201,24 @@ async def measure(url: str, target, model: str, *, full: bool) -> dict:
     out["eight_aggregate"] = sum(r["tokens"] for r in eight) / wall
     out["eight_slowest_decode"] = min((r["decode"] for r in eight), default=float("nan"))
     out["eight_ttft_max"] = max((r["ttft"] for r in eight), default=float("nan"))
+    # The engine's own batched decode, fixed-length: single stream and 8 at once alternated
+    # in rounds, because this host's speed drifts by a third within minutes.
+    eight_ids = [
+        prompt_ids(retrieval_messages(questions[i % 5] + f" ({i})"), target, params_plain)
+        for i in range(8)
+    ]
+    await raw_fixed(url, eight_ids, model)  # every slot holds its prompt
+    ratios, slowest, aggregates = [], [], []
+    for _ in range(3):
+        single = await raw_fixed(url, eight_ids[:1], model)
+        eight_fixed = await raw_fixed(url, eight_ids, model)
+        ratios.append(eight_fixed["aggregate"] / single["aggregate"])
+        aggregates.append(eight_fixed["aggregate"])
+        slowest.append(eight_fixed["slowest"])
+    out["eight_fixed_aggregate_median"] = statistics.median(aggregates)
+    out["eight_fixed_ratio_median"] = statistics.median(ratios)
+    out["eight_fixed_ratio_min"] = min(ratios)
+    out["eight_fixed_slowest_min"] = min(slowest)
     fifty = await asyncio.gather(
         *(
             ours_once(retrieval_messages(f"Question {i}: {questions[i % 5]}"), target, 16)

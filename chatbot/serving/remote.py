@@ -11,6 +11,7 @@ with silence.
 import asyncio
 import json
 import logging
+import ssl
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from functools import lru_cache
@@ -34,6 +35,13 @@ DRY_MULTIPLIER = 0.8
 
 class ModelServerError(RuntimeError):
     """The model server could not be reached or answered with an error."""
+
+
+@lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every reply's client: building one reads the CA bundle (~20 ms
+    of CPU on the event loop), which httpx would otherwise do for each reply."""
+    return ssl.create_default_context()
 
 
 def _tokenizer(path: str):
@@ -185,7 +193,7 @@ async def _server_stream(
     # timeouts do not cover: a server that accepts and never answers must not hang a reply.
     read = max(settings.MODEL_SERVER_FIRST_TOKEN_TIMEOUT, settings.MODEL_SERVER_TOKEN_TIMEOUT)
     timeout = httpx.Timeout(settings.MODEL_SERVER_CONNECT_TIMEOUT, read=read)
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    async with httpx.AsyncClient(timeout=timeout, verify=_tls_context()) as client:
         for attempt in range(2):
             url = f"{server.url}/completion"
             async with client.stream("POST", url, json=body, headers=auth_headers()) as response:
