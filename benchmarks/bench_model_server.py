@@ -29,6 +29,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_NEW = 128
+# A new question per chat: the prompt's tail differs, as for real customers (bench_openvino.py
+# asks the same ones).
+QUESTIONS = [
+    "Can I return a jacket I bought three weeks ago?",
+    "How long does shipping take?",
+    "I was charged twice, what should I do?",
+    "How do I change my delivery address?",
+    "My parcel arrived damaged.",
+]
 
 
 def free_port() -> int:
@@ -170,22 +179,15 @@ async def measure(url: str, target, model: str, *, full: bool) -> dict:
     }
     if not full:
         return out
-    questions = [
-        "Can I return a jacket I bought three weeks ago?",
-        "How long does shipping take?",
-        "I was charged twice, what should I do?",
-        "How do I change my delivery address?",
-        "My parcel arrived damaged.",
-    ]
     # A different question each run: the prompt's tail is new, as for a real customer.
-    ours = [await ours_once(retrieval_messages(q), target) for q in questions]
+    ours = [await ours_once(retrieval_messages(q), target) for q in QUESTIONS]
     out["ours_ttft_p50"] = statistics.median(r["ttft"] for r in ours)
     out["ours_decode"] = statistics.median(r["decode"] for r in ours)
     # 8 chats at once on a cold server (only one slot has seen the prompt's prefix), then
     # again once every slot has (a server that has been answering): the second is measured.
     start = time.perf_counter()
     cold = await asyncio.gather(
-        *(ours_once(retrieval_messages(questions[i % 5] + f" [{i}]"), target) for i in range(8))
+        *(ours_once(retrieval_messages(QUESTIONS[i % 5] + f" [{i}]"), target) for i in range(8))
     )
     out["eight_cold_aggregate"] = sum(r.get("tokens", 0) for r in cold) / (
         time.perf_counter() - start
@@ -193,7 +195,7 @@ async def measure(url: str, target, model: str, *, full: bool) -> dict:
     out["eight_cold_ttft_max"] = max(r.get("ttft", float("nan")) for r in cold)
     start = time.perf_counter()
     eight = await asyncio.gather(
-        *(ours_once(retrieval_messages(questions[i % 5] + f" ({i})"), target) for i in range(8))
+        *(ours_once(retrieval_messages(QUESTIONS[i % 5] + f" ({i})"), target) for i in range(8))
     )
     wall = time.perf_counter() - start
     out["eight_failed"] = sum("error" in r for r in eight)
@@ -204,7 +206,7 @@ async def measure(url: str, target, model: str, *, full: bool) -> dict:
     # The engine's own batched decode, fixed-length: single stream and 8 at once alternated
     # in rounds, because this host's speed drifts by a third within minutes.
     eight_ids = [
-        prompt_ids(retrieval_messages(questions[i % 5] + f" ({i})"), target, params_plain)
+        prompt_ids(retrieval_messages(QUESTIONS[i % 5] + f" ({i})"), target, params_plain)
         for i in range(8)
     ]
     await raw_fixed(url, eight_ids, model)  # every slot holds its prompt
@@ -221,7 +223,7 @@ async def measure(url: str, target, model: str, *, full: bool) -> dict:
     out["eight_fixed_slowest_min"] = min(slowest)
     fifty = await asyncio.gather(
         *(
-            ours_once(retrieval_messages(f"Question {i}: {questions[i % 5]}"), target, 16)
+            ours_once(retrieval_messages(f"Question {i}: {QUESTIONS[i % 5]}"), target, 16)
             for i in range(50)
         )
     )

@@ -23,13 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-QUESTIONS = [
-    "Can I return a jacket I bought three weeks ago?",
-    "How long does shipping take?",
-    "I was charged twice, what should I do?",
-    "How do I change my delivery address?",
-    "My parcel arrived damaged.",
-]
 
 
 def prompts_write(path: Path) -> None:
@@ -42,7 +35,7 @@ def prompts_write(path: Path) -> None:
     import django
 
     django.setup()
-    from bench_model_server import retrieval_messages
+    from bench_model_server import QUESTIONS, retrieval_messages
     from transformers import AutoTokenizer
 
     from chatbot.serving.versions import base_model_path
