@@ -102,7 +102,7 @@ bench-load: prepare
 
 # The learning loop: corrections -> approved-answer memory -> retrain -> gate (README "Approved
 # answers"); about an hour on 2 cores (most of it the first fine-tune). Thresholds: calibrate_memory.py.
-bench-loop: install
+bench-loop: install llama-server
 	$(PYTHON) manage.py prepare_model
 	$(PYTHON) benchmarks/bench_loop.py --out var/bench-loop.json
 

@@ -3,7 +3,9 @@ answers the next customers from memory at once, a retrain makes the model learn 
 
 Run with `make bench-loop` (real SmolLM2-135M, a throwaway SQLite database and data folder,
 the seed corpus shipped in training/seed_data, default settings except the shop's name and
-policies and retrieval off to isolate memory and model). The scenario is
+policies and retrieval off to isolate memory and model). Replies come from the model server
+(llama-server, each version as the GGUF the retrain publishes) as after `make run`;
+`--in-process` generates them in the web process instead. The scenario is
 benchmarks/loop_scenario.py: 3 topics, agents correct `--per-topic` replies on each; 8
 held-out paraphrases per topic and 10 questions on other subjects are asked only here.
 
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,16 +38,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_chat import app_wait, free_port, manage, session_cookie  # noqa: E402
+from bench_chat import app_wait, free_port, health_wait, manage, session_cookie  # noqa: E402
 from loop_scenario import CONTROL, SHOP_NAME, SHOP_POLICIES, TOPICS  # noqa: E402
 
 SLOT = re.compile(r"\{\{[^}]*\}\}")
 
 
-def bench_env(data_dir: str) -> dict:
+def bench_env(data_dir: str, model_url: str) -> dict:
+    """The app's settings for the bench: defaults, except those named here. `model_url`: the
+    model server's address (empty: the in-process engine)."""
     env = {
         **os.environ,
         "DATA_DIR": data_dir,
+        "MODEL_SERVER_URL": model_url,
         "SHOP_NAME": SHOP_NAME,
         "SHOP_POLICIES": SHOP_POLICIES,
         "KNOWLEDGE_RETRIEVAL": "0",
@@ -66,22 +72,39 @@ def bench_env(data_dir: str) -> dict:
 
 
 class Server:
-    """daphne with the app, as `make run` starts it (model warmed up at start)."""
+    """daphne with the app and, unless in-process, the model server serving the active
+    version, as `make run` starts them (model warmed up at start)."""
 
     def __init__(self, env: dict, **extra: str):
+        env = {**env, **extra}
+        self.model_server = None
+        if env["MODEL_SERVER_URL"]:
+            log = Path(env["DATA_DIR"]) / "bench-model-server.log"
+            self.model_server = subprocess.Popen(
+                [sys.executable, "manage.py", "model_server", "--url", env["MODEL_SERVER_URL"]],
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+                stdout=log.open("ab"),
+                stderr=subprocess.STDOUT,
+            )
+            health_wait(env["MODEL_SERVER_URL"] + "/health")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
             + ["--access-log", os.devnull, "chatbot.asgi:application"],
             cwd=ROOT,
-            env={**env, **extra},
+            env=env,
         )
         app_wait(self.base)
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+        if self.model_server:
+            os.killpg(self.model_server.pid, signal.SIGTERM)
+            self.model_server.wait(timeout=30)
 
 
 async def ask(base: str, question: str) -> dict:
@@ -338,6 +361,12 @@ def main() -> None:
         help="extra environment for the incremental retrain, e.g. TRAINING_REPLAY_EXAMPLES=64",
     )
     parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="generate replies in the web process (MODEL_SERVER_URL empty) instead of the "
+        "model server",
+    )
+    parser.add_argument(
         "--reply-length-cases",
         type=int,
         default=100,
@@ -352,14 +381,21 @@ def main() -> None:
     # The database holds absolute paths into the data folder: a kept state is restored to the
     # same path, never copied elsewhere.
     kept = Path(data_dir).with_name(Path(data_dir).name + ".after-corrections")
-    env = bench_env(data_dir)
+    env = bench_env(data_dir, "" if args.in_process else f"http://127.0.0.1:{free_port()}")
+    results_engine = "in-process engine" if args.in_process else "model server (llama-server)"
     timings: dict[str, float] = {}
-    results: dict = {"per_topic_corrections": args.per_topic, "retrain_env": retrain_extra}
+    results: dict = {
+        "per_topic_corrections": args.per_topic,
+        "retrain_env": retrain_extra,
+        "served_by": results_engine,
+    }
     if args.from_corrections:
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.copytree(kept, data_dir, symlinks=True)
         saved = json.loads((Path(data_dir) / "bench-loop-phases.json").read_text())
-        results.update({**saved["results"], "retrain_env": retrain_extra})
+        results.update(
+            {**saved["results"], "retrain_env": retrain_extra, "served_by": results_engine}
+        )
         timings.update(saved["timings"])
     else:
         before_corrections(args, env, results, timings)
@@ -471,6 +507,7 @@ def report_finish(results: dict, out: str) -> None:
 def report_print(results: dict) -> None:
     print()
     print(f"corrections: {results['per_topic_corrections']} per topic x {len(TOPICS)} topics")
+    print(f"replies served by: {results.get('served_by', 'in-process engine')}")
     header = f"{'phase':8s} {'facts stated':>12s} " + " ".join(f"{t.name:>9s}" for t in TOPICS)
     print(header + "  verbatim  in-prompt  control-hit  raw-slots  unanswered")
     for phase in ("before", "memory", "model", "both"):

@@ -2,19 +2,22 @@
 
 Between `APPROVED_MATCH_MIN_SCORE` and `APPROVED_VERBATIM_MIN_SCORE` the model answers with
 the approved answer in its prompt, and the small model mostly ignores it. The copy bias adds
-`APPROVED_COPY_BIAS` to the logits of the approved answer's tokens at every step. This script
+`APPROVED_COPY_BIAS` to the logits of the approved answer's tokens at every step, and
+`APPROVED_COPY_FOLLOW_BIAS` more to those continuing the reply in its order. This script
 plays the seed corpus (Bitext, 27 intents) as calibrate_memory.py does: a third of the intents
 get approved answers (each a corpus answer's first two sentences, about the length of an
 agent's correction), every other corpus question whose best match falls in the looser band
 is asked through the in-process engine as the app asks it (same prompt, greedy, the serving
-repetition penalty), once per bias. Per bias it prints the replies' MiniLM similarity to the
-approved answer when the match is the right intent (higher: the shop's answer is given) and
-when it is not (higher: the wrong answer is pushed), their similarity to the corpus answer
-of the asker's own intent, and how many replies degenerate (a 3-gram repeated 3+ times).
+repetition penalty), once per bias and follow bias. Per pair it prints the replies' MiniLM
+similarity to the approved answer when the match is the right intent (higher: the shop's
+answer is given) and when it is not (higher: the wrong answer is pushed), their similarity
+to the corpus answer of the asker's own intent, and how many replies degenerate (a 3-gram
+repeated 3+ times).
 
     .venv/bin/python benchmarks/calibrate_copy_bias.py [--cases 48] [--biases 0 1 2 3]
+        [--follow-biases 0 3]
 
-About 5 minutes per bias on 2 busy cores (48 replies of up to 96 tokens each).
+About 5 minutes per pair on 2 busy cores (48 replies of up to 96 tokens each).
 """
 
 import argparse
@@ -68,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=48)
     parser.add_argument("--biases", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
+    parser.add_argument("--follow-biases", type=float, nargs="+", default=[0.0])
     parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args()
 
@@ -125,19 +129,23 @@ def main() -> None:
     approved_v = texts_embed(approved_texts)
     own_v = texts_embed([rows[a]["answer"] for a, _ in cases])
     print(
-        "bias | similarity to the approved answer: right intent / wrong intent | "
+        "bias | follow | similarity to the approved answer: right intent / wrong intent | "
         "similarity to the asker's own answer | degenerate replies"
     )
     base = replace(default_params(), max_new_tokens=args.max_new_tokens, temperature=0.0)
-    for bias in args.biases:
-        params = [replace(base, copy_text=a, copy_bias=bias) for a in approved_texts]
+    pairs = [(b, f) for b in args.biases for f in args.follow_biases if b or not f]
+    for bias, follow in pairs:
+        params = [
+            replace(base, copy_text=a, copy_bias=bias, copy_follow_bias=follow)
+            for a in approved_texts
+        ]
         texts = replies(engine, prompts, params)
         v = texts_embed(texts)
         to_approved = (v * approved_v).sum(1)
         to_own = (v * own_v).sum(1)
         wrong = to_approved[~right].mean() if (~right).any() else float("nan")
         print(
-            f"{bias:.1f} | {to_approved[right].mean():.3f} / {wrong:.3f} | "
+            f"{bias:.1f} | {follow:.1f} | {to_approved[right].mean():.3f} / {wrong:.3f} | "
             f"{to_own.mean():.3f} | {sum(map(degenerate, texts))}",
             flush=True,
         )

@@ -40,12 +40,16 @@ class Grounding:
 
     def params(self) -> GenerationParams:
         """How the model writes this reply: the serving defaults, and with an approved answer
-        in the prompt its tokens favoured by APPROVED_COPY_BIAS (the small model otherwise
-        mostly ignores it; benchmarks/calibrate_copy_bias.py)."""
+        in the prompt its tokens favoured by APPROVED_COPY_BIAS, those continuing it in order
+        by APPROVED_COPY_FOLLOW_BIAS more (the small model otherwise mostly ignores it;
+        benchmarks/calibrate_copy_bias.py)."""
         params = default_params()
         if self.approved and not self.approved.verbatim and settings.APPROVED_COPY_BIAS:
             params = replace(
-                params, copy_text=self.approved.answer, copy_bias=settings.APPROVED_COPY_BIAS
+                params,
+                copy_text=self.approved.answer,
+                copy_bias=settings.APPROVED_COPY_BIAS,
+                copy_follow_bias=settings.APPROVED_COPY_FOLLOW_BIAS,
             )
         return params
 

@@ -34,6 +34,9 @@ class GenerationParams:
     # looser memory match, which the small model otherwise mostly ignores in its prompt.
     copy_text: str = ""
     copy_bias: float = 0.0
+    # Added on top for the tokens that continue the reply in `copy_text`'s order
+    # (`copy_follow_ids`), so the answer is copied as written, not as a bag of its words.
+    copy_follow_bias: float = 0.0
 
 
 @dataclass
@@ -58,6 +61,7 @@ class _Sequence:
     emitted: str = ""
     length: int = 0  # real (unpadded) tokens in the cache for this sequence
     biased: Any = None  # token ids given params.copy_bias (a tensor), or None
+    copy_ids: list[int] = field(default_factory=list)  # copy_text in order, for the follow bias
 
     def send(self, event: Event) -> None:
         _emit_safely(self.emit, event, self.cancelled)
@@ -70,6 +74,40 @@ def copy_token_ids(tokenizer, params: GenerationParams) -> set[int]:
         return set()
     ids = set(tokenizer(params.copy_text, add_special_tokens=False)["input_ids"])
     return ids - set(tokenizer.all_special_ids)
+
+
+def copy_text_ids(tokenizer, params: GenerationParams) -> list[int]:
+    """`params.copy_text` as token ids in order (none without a follow bias)."""
+    if not (params.copy_bias and params.copy_follow_bias) or not params.copy_text.strip():
+        return []
+    special = set(tokenizer.all_special_ids)
+    ids = tokenizer(params.copy_text, add_special_tokens=False)["input_ids"]
+    return [token for token in ids if token not in special]
+
+
+# The longest tail of the reply looked up in the copy text; longer tails are rare matches.
+FOLLOW_TAIL_TOKENS = 8
+
+
+def copy_follow_ids(copy_ids: list[int], generated: list[int]) -> set[int]:
+    """The copy text's tokens that continue `generated` in the copy text's order: its first
+    token before the reply has started; then the tokens that follow each place where the
+    longest tail of the reply (up to FOLLOW_TAIL_TOKENS) occurs in it; none once the reply
+    has left it (the plain copy bias still applies)."""
+    if not copy_ids:
+        return set()
+    if not generated:
+        return {copy_ids[0]}
+    for size in range(min(FOLLOW_TAIL_TOKENS, len(generated), len(copy_ids) - 1), 0, -1):
+        tail = generated[-size:]
+        found = {
+            copy_ids[start + size]
+            for start in range(len(copy_ids) - size)
+            if copy_ids[start : start + size] == tail
+        }
+        if found:
+            return found
+    return set()
 
 
 def _emit_safely(emit: Callable[[Event], None], event: Event, cancelled: threading.Event) -> None:
@@ -231,6 +269,7 @@ class Engine:
         copied = copy_token_ids(tokenizer, params) - self._stop_ids
         if copied:
             seq.biased = torch.tensor(sorted(copied), dtype=torch.long)
+            seq.copy_ids = copy_text_ids(tokenizer, params)
         next_ids = self._choose(out.logits[:, -1, :], [seq])
         return seq, (cache, mask, next_ids)
 
@@ -258,6 +297,10 @@ class Engine:
         for row, seq in enumerate(seqs):
             if seq.biased is not None:
                 logits[row, seq.biased] += seq.params.copy_bias
+                follow = copy_follow_ids(seq.copy_ids, seq.generated)
+                if follow:
+                    ids = torch.tensor(sorted(follow), dtype=torch.long)
+                    logits[row, ids] += seq.params.copy_follow_bias
             penalty = seq.params.repetition_penalty
             if penalty != 1.0 and seq.generated:
                 seen = torch.tensor(sorted(set(seq.generated)), dtype=torch.long)

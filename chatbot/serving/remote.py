@@ -14,13 +14,20 @@ import logging
 import ssl
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from functools import lru_cache
 
 from django.conf import settings
 
 from chatbot.prompting import prompt_fit
 from chatbot.serving.cluster import ServerInfo, pool
-from chatbot.serving.engine import Event, GenerationParams, copy_token_ids
+from chatbot.serving.engine import (
+    Event,
+    GenerationParams,
+    copy_follow_ids,
+    copy_text_ids,
+    copy_token_ids,
+)
 from chatbot.serving.model_server import auth_headers, model_id
 from chatbot.serving.versions import ServingTarget
 
@@ -87,12 +94,13 @@ def prompt_ids(messages: list[dict], target: ServingTarget, params: GenerationPa
 
 def request_tokens(
     messages: list[dict], target: ServingTarget, params: GenerationParams
-) -> tuple[list[int], set[int] | None]:
-    """The prompt's token ids and the copy bias's token ids, None without a bias (blocking:
-    call off the loop)."""
+) -> tuple[list[int], set[int] | None, list[int]]:
+    """The prompt's token ids, the copy bias's token ids (None without a bias) and the copy
+    text in order for the follow bias (empty without one). Blocking: call off the loop."""
     ids = prompt_ids(messages, target, params)
-    biased = copy_token_ids(_target_tokenizer(target), params) if params.copy_bias else None
-    return ids, biased
+    tokenizer = _target_tokenizer(target)
+    biased = copy_token_ids(tokenizer, params) if params.copy_bias else None
+    return ids, biased, copy_text_ids(tokenizer, params)
 
 
 def completion_request(
@@ -153,9 +161,11 @@ async def remote_reply_stream(
     import httpx
     from asgiref.sync import sync_to_async
 
-    ids = await sync_to_async(prompt_ids, thread_sensitive=False)(messages, target, params)
-    biased = copy_token_ids(_target_tokenizer(target), params) if params.copy_bias else None
+    ids, biased, copy_ids = await sync_to_async(request_tokens, thread_sensitive=False)(
+        messages, target, params
+    )
     body = completion_request(ids, model_id(target), params, biased=biased)
+    follow = _FollowCopy(copy_ids, params, target) if biased and copy_ids else None
     if url:
         servers = [ServerInfo(url.rstrip("/"))]
     else:
@@ -168,7 +178,7 @@ async def remote_reply_stream(
         sent = 0
         pool.opened(server.url)
         try:
-            async for event in _server_stream(server, body, target, len(ids)):
+            async for event in _server_stream(server, body, target, len(ids), follow=follow):
                 sent += event.kind == "token"
                 yield event
             pool.succeeded(server.url)
@@ -185,8 +195,38 @@ async def remote_reply_stream(
     yield Event("error", text=f"model server failed: {_describe(error or ModelServerError())}")
 
 
+@dataclass
+class _FollowCopy:
+    """A reply written under the follow bias: the bias changes with every token, so the
+    server is asked for one token at a time (its prompt cache keeps each step to one
+    decode), with the approved answer's next tokens biased anew."""
+
+    copy_ids: list[int]
+    params: GenerationParams
+    target: ServingTarget
+
+    def step_body(self, body: dict, generated: list[int]) -> dict:
+        follow = copy_follow_ids(self.copy_ids, generated)
+        bias = {token: self.params.copy_bias for token, _ in body["logit_bias"]}
+        for token in follow:
+            bias[token] = bias.get(token, 0.0) + self.params.copy_follow_bias
+        return {
+            **body,
+            "prompt": body["prompt"] + generated,
+            "n_predict": 1,
+            "stream": False,
+            "return_tokens": True,
+            "logit_bias": [[token, value] for token, value in sorted(bias.items())],
+        }
+
+
 async def _server_stream(
-    server: ServerInfo, body: dict, target: ServingTarget, prompt_tokens: int
+    server: ServerInfo,
+    body: dict,
+    target: ServingTarget,
+    prompt_tokens: int,
+    *,
+    follow: _FollowCopy | None = None,
 ) -> AsyncIterator[Event]:
     """One server's reply; raises on any failure. A version the server does not know yet is
     requested (`version_request`) and the request sent once more."""
@@ -197,23 +237,75 @@ async def _server_stream(
     read = max(settings.MODEL_SERVER_FIRST_TOKEN_TIMEOUT, settings.MODEL_SERVER_TOKEN_TIMEOUT)
     timeout = httpx.Timeout(settings.MODEL_SERVER_CONNECT_TIMEOUT, read=read)
     async with httpx.AsyncClient(timeout=timeout, verify=_tls_context()) as client:
+        if follow is not None:
+            async for event in _follow_steps(client, server, body, follow, prompt_tokens):
+                yield event
+            return
         for attempt in range(2):
             url = f"{server.url}/completion"
             async with client.stream("POST", url, json=body, headers=auth_headers()) as response:
                 if response.status_code in (400, 404) and attempt == 0:
-                    detail = (await response.aread()).decode(errors="replace")
-                    if "model" not in detail.lower():
-                        raise ModelServerError(f"model server refused: {detail[:300]}")
-                    await version_request(server, target)
+                    await _version_missing(response, server, target)
                     continue
-                if response.status_code != 200:
-                    detail = (await response.aread()).decode(errors="replace")
-                    raise ModelServerError(
-                        f"model server answered {response.status_code}: {detail[:300]}"
-                    )
+                await _raise_unless_ok(response)
                 async for event in _relay(response, prompt_tokens):
                     yield event
                 return
+
+
+async def _version_missing(response, server: ServerInfo, target: ServingTarget) -> None:
+    """A 400/404 answer: the server lacks the version (request it) or refused the body."""
+    detail = (await response.aread()).decode(errors="replace")
+    if "model" not in detail.lower():
+        raise ModelServerError(f"model server refused: {detail[:300]}")
+    await version_request(server, target)
+
+
+async def _raise_unless_ok(response) -> None:
+    if response.status_code != 200:
+        detail = (await response.aread()).decode(errors="replace")
+        raise ModelServerError(f"model server answered {response.status_code}: {detail[:300]}")
+
+
+async def _follow_steps(
+    client, server: ServerInfo, body: dict, follow: _FollowCopy, prompt_tokens: int
+) -> AsyncIterator[Event]:
+    """The reply one token per request (`_FollowCopy`), streamed as the engine streams it:
+    the text decoded so far, an incomplete character held back until it is whole."""
+    tokenizer = _target_tokenizer(follow.target)
+    special = set(tokenizer.all_special_ids)
+    generated: list[int] = []
+    emitted = ""
+    url = f"{server.url}/completion"
+    missing_requested = False
+    while len(generated) < follow.params.max_new_tokens:
+        step = follow.step_body(body, generated)
+        response = await client.post(url, json=step, headers=auth_headers())
+        if response.status_code in (400, 404) and not missing_requested and not generated:
+            missing_requested = True
+            await _version_missing(response, server, follow.target)
+            continue
+        await _raise_unless_ok(response)
+        data = response.json()
+        if "error" in data:
+            raise ModelServerError(str(data["error"]))
+        tokens = [int(t) for t in data.get("tokens") or [] if int(t) not in special]
+        generated += tokens
+        text = tokenizer.decode(generated, skip_special_tokens=True)
+        if text.startswith(emitted) and not text.endswith("\ufffd") and len(text) > len(emitted):
+            yield Event("token", text=text[len(emitted) :])
+            emitted = text
+        if data.get("stop_type") != "limit" or not tokens:
+            break
+    text = tokenizer.decode(generated, skip_special_tokens=True).rstrip("\ufffd")
+    if text.startswith(emitted) and len(text) > len(emitted):
+        yield Event("token", text=text[len(emitted) :])
+    yield Event(
+        "done",
+        token_count=len(generated),
+        truncated=len(generated) >= follow.params.max_new_tokens,
+        prompt_tokens=prompt_tokens,
+    )
 
 
 async def version_request(server: ServerInfo, target: ServingTarget) -> None:

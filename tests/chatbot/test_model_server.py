@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from chatbot.prompting import chat_messages, system_prompt
 from chatbot.serving import gateway
-from chatbot.serving.engine import GenerationParams, copy_token_ids
+from chatbot.serving.engine import GenerationParams, copy_text_ids, copy_token_ids
 from chatbot.serving.model_server import gguf_ensure, model_link, server_spawn
 from chatbot.serving.remote import completion_request
 from chatbot.serving.versions import ServingTarget
@@ -145,6 +145,30 @@ async def test_a_copy_bias_reaches_the_model_server(remote, real_model_dir):
     copied = re.compile("(?:" + "|".join(map(re.escape, sorted(pieces, key=len)[::-1])) + ")+")
     assert copied.fullmatch(texts[0]), texts[0]
     assert not copied.fullmatch(texts[1]), texts[1]
+
+
+async def test_a_follow_bias_copies_the_approved_answer_through_the_model_server(
+    remote, real_model_dir
+):
+    """The follow bias changes with every token, so the gateway asks llama-server one token
+    at a time: with a follow bias of 100 the reply is the copy text as written, streamed in
+    pieces and counted like any reply; without it the model writes its own."""
+    from transformers import AutoTokenizer
+
+    copy_text = "Standard delivery takes 3 to 5 business days with GLS."
+    messages = chat_messages([("customer", "Do you sell gift cards?")], system=system_prompt())
+    target = base_target(real_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(real_model_dir)
+    followed = replace(PARAMS, copy_text=copy_text, copy_bias=1.0, copy_follow_bias=100.0)
+    size = len(copy_text_ids(tokenizer, followed))
+    events = await collect(messages, target, replace(followed, max_new_tokens=size + 4))
+    done = events[-1]
+    tokens = [e.text for e in events if e.kind == "token"]
+    assert done.kind == "done", done.text
+    assert "".join(tokens).startswith(copy_text), tokens
+    assert len(tokens) >= 5 and done.token_count <= size + 4 and done.prompt_tokens > 20
+    plain = await collect(messages, target, replace(followed, max_new_tokens=size, copy_bias=0))
+    assert not "".join(e.text for e in plain if e.kind == "token").startswith(copy_text)
 
 
 async def test_the_reply_limit_marks_the_reply_truncated(remote, real_model_dir):

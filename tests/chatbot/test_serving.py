@@ -2,11 +2,19 @@
 
 import re
 import threading
+from dataclasses import replace
 
 import pytest
 
 from chatbot.prompting import chat_messages, prompt_fit
-from chatbot.serving.engine import Engine, GenerationParams, copy_token_ids, engine_timing_probe
+from chatbot.serving.engine import (
+    Engine,
+    GenerationParams,
+    copy_follow_ids,
+    copy_text_ids,
+    copy_token_ids,
+    engine_timing_probe,
+)
 from chatbot.serving.loading import ModelLoadError, model_load
 
 
@@ -188,3 +196,36 @@ def test_a_copy_bias_favours_the_tokens_of_the_copy_text(tiny_loaded):
     assert re.fullmatch("(?:" + "|".join(map(re.escape, pieces)) + ")+", with_bias)
     assert not re.fullmatch("(?:" + "|".join(map(re.escape, pieces)) + ")+", without)
     assert unbiased == without
+
+
+def test_the_follow_bias_picks_the_tokens_that_continue_the_copy_text_in_order():
+    copy = [10, 11, 12, 13, 11, 14]  # token 11 occurs twice, followed by 12 then by 14
+    assert copy_follow_ids(copy, []) == {10}  # before the reply starts: its first token
+    assert copy_follow_ids(copy, [5, 10]) == {11}
+    assert copy_follow_ids(copy, [5, 11]) == {12, 14}  # a one-token tail: both places
+    assert copy_follow_ids(copy, [10, 11]) == {12}  # the longer tail decides
+    assert copy_follow_ids(copy, [13, 11]) == {14}
+    assert copy_follow_ids(copy, [13, 11, 14]) == set()  # the copy text is used up
+    assert copy_follow_ids(copy, [7, 8]) == set()  # the reply has left it
+    assert copy_follow_ids([], [1]) == set()
+
+
+def test_a_follow_bias_copies_the_text_in_its_order(tiny_loaded):
+    """The plain copy bias favours the copy text's tokens as a bag; the follow bias makes the
+    reply the copy text as written."""
+    engine = Engine(tiny_loaded, max_batch=4)
+    tokenizer = tiny_loaded.tokenizer
+    messages = chat_messages([("customer", "Where is my parcel?")], system="Hi")
+    copy_text = "Standard delivery takes 3 to 5 business days with GLS."
+    bag = GenerationParams(context_tokens=512, copy_text=copy_text, copy_bias=1.0)
+    ordered = GenerationParams(
+        context_tokens=512, copy_text=copy_text, copy_bias=1.0, copy_follow_bias=100.0
+    )
+    size = len(copy_text_ids(tokenizer, ordered))
+    ordered, bag = replace(ordered, max_new_tokens=size), replace(bag, max_new_tokens=size)
+    followed = engine_timing_probe(engine, messages, ordered)["text"]
+    bagged = engine_timing_probe(engine, messages, bag)["text"]
+    engine.stop()
+    assert copy_text_ids(tokenizer, bag) == []  # no follow bias: nothing to follow
+    assert followed == copy_text
+    assert bagged != copy_text

@@ -157,11 +157,13 @@ def test_looser_match_goes_into_the_prompt_ahead_of_the_knowledge_base(
         {"role": "user", "content": question},
     ]
 
-    # The model is asked to favour the approved answer's tokens; a verbatim match needs no
-    # model, no match leaves the defaults, and APPROVED_COPY_BIAS=0 switches it off.
+    # The model is asked to favour the approved answer's tokens, and those continuing it in
+    # order more; a verbatim match needs no model, no match leaves the defaults, and
+    # APPROVED_COPY_BIAS=0 switches it off.
     params = grounding.params()
     assert params.copy_text == RETURNS_POLICY
     assert params.copy_bias == settings.APPROVED_COPY_BIAS > 0
+    assert params.copy_follow_bias == settings.APPROVED_COPY_FOLLOW_BIAS > 0
     assert grounding_find(RETURNS_PARAPHRASE).verbatim
     assert grounding_find(UNRELATED).params().copy_bias == 0
     settings.APPROVED_COPY_BIAS = 0
