@@ -9,6 +9,8 @@ passages), greedy, up to 128 new tokens:
 - 8 chats at once through the gateway: aggregate tokens/s and the slowest chat's decode rate;
 - the engine's batched decode with fixed-length replies (`ignore_eos`): one stream, then 8 at
   once, in 3 alternating rounds: median aggregate, median and lowest ratio, slowest chat;
+- a looser-band approved-answer reply, copy bias alone (streamed) vs with the follow bias
+  (one token per request): TTFT and decode tokens/s;
 - 50 chats arriving at once (16-token replies): TTFT p50 and max;
 - the model server's memory (router plus model process, resident and peak);
 - with BENCH_QUANTS="Q4_0 Q8_0 ...": the same figures for each weight format, one after the other.
@@ -138,12 +140,12 @@ async def raw_fixed(url: str, ids_list: list[list[int]], model: str) -> dict:
     return {"aggregate": len(ids_list) * MAX_NEW / wall, "slowest": min(rates)}
 
 
-async def ours_once(messages: list[dict], target, max_new: int = MAX_NEW) -> dict:
+async def ours_once(messages: list[dict], target, max_new: int = MAX_NEW, *, params=None) -> dict:
     """One reply through the gateway (tokenizing here, streaming from the model server)."""
     from chatbot.serving import gateway
     from chatbot.serving.engine import GenerationParams
 
-    params = GenerationParams(max_new_tokens=max_new, repetition_penalty=1.1)
+    params = params or GenerationParams(max_new_tokens=max_new, repetition_penalty=1.1)
     start = time.perf_counter()
     first = last = None
     tokens = 0
@@ -157,6 +159,45 @@ async def ours_once(messages: list[dict], target, max_new: int = MAX_NEW) -> dic
             return {"error": event.text}
     decode = (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
     return {"ttft": first - start, "decode": decode, "tokens": tokens}
+
+
+# An approved answer as agents write them (the learning-loop bench's delivery policy).
+APPROVED = (
+    "Standard delivery takes 3 to 5 business days with GLS and is free from 60 euros. "
+    "Express delivery with GLS arrives the next business day for 9 euros."
+)
+
+
+async def follow_measure(target) -> dict:
+    """A looser-band reply (approved answer in the prompt) with the copy bias alone, streamed,
+    vs with the follow bias, asked one token at a time: TTFT and decode tokens/s, medians of
+    3 alternating runs."""
+    from dataclasses import replace
+
+    from chatbot.prompting import chat_messages, system_prompt
+    from chatbot.serving.engine import GenerationParams
+
+    question = "How soon will my package get to me?"
+    messages = chat_messages(
+        [("customer", question)],
+        system=system_prompt(None, approved=APPROVED),
+        example=("How long does delivery take?", APPROVED),
+    )
+    bag = GenerationParams(
+        max_new_tokens=MAX_NEW, repetition_penalty=1.1, copy_text=APPROVED, copy_bias=2.0
+    )
+    follow = replace(bag, copy_follow_bias=3.0)
+    runs: dict[str, list[dict]] = {"bag": [], "follow": []}
+    for _ in range(3):
+        for name, params in (("bag", bag), ("follow", follow)):
+            runs[name].append(await ours_once(messages, target, params=params))
+    out = {}
+    for name, results in runs.items():
+        results = [r for r in results if "error" not in r]
+        out[f"approved_{name}_ttft_p50"] = statistics.median(r["ttft"] for r in results)
+        out[f"approved_{name}_decode"] = statistics.median(r["decode"] for r in results)
+        out[f"approved_{name}_tokens"] = statistics.median(r["tokens"] for r in results)
+    return out
 
 
 def line(name: str, value: float, unit: str = "") -> None:
@@ -221,6 +262,7 @@ async def measure(url: str, target, model: str, *, full: bool) -> dict:
     out["eight_fixed_ratio_median"] = statistics.median(ratios)
     out["eight_fixed_ratio_min"] = min(ratios)
     out["eight_fixed_slowest_min"] = min(slowest)
+    out.update(await follow_measure(target))
     fifty = await asyncio.gather(
         *(
             ours_once(retrieval_messages(f"Question {i}: {QUESTIONS[i % 5]}"), target, 16)
@@ -278,6 +320,11 @@ def main() -> None:
             raw = figures["raw_decode"]
             line("ratio: our decode / raw llama-server decode", figures["ours_decode"] / raw)
             line("ratio: 8-chat aggregate / raw single stream", figures["eight_aggregate"] / raw)
+        if "approved_follow_decode" in figures:
+            line(
+                "ratio: follow-bias decode / copy-bias-only decode",
+                figures["approved_follow_decode"] / figures["approved_bag_decode"],
+            )
 
 
 if __name__ == "__main__":

@@ -87,26 +87,38 @@ def copy_text_ids(tokenizer, params: GenerationParams) -> list[int]:
 
 # The longest tail of the reply looked up in the copy text; longer tails are rare matches.
 FOLLOW_TAIL_TOKENS = 8
+# A place whose next tokens the reply already holds is not followed again (no loops).
+FOLLOW_SAID_TOKENS = 4
 
 
 def copy_follow_ids(copy_ids: list[int], generated: list[int]) -> set[int]:
     """The copy text's tokens that continue `generated` in the copy text's order: its first
     token before the reply has started; then the tokens that follow each place where the
-    longest tail of the reply (up to FOLLOW_TAIL_TOKENS) occurs in it; none once the reply
-    has left it (the plain copy bias still applies)."""
+    longest tail of the reply (up to FOLLOW_TAIL_TOKENS) occurs in it. None once the reply
+    has left it or reached its end, and none that would repeat what the reply already
+    said (the plain copy bias still applies)."""
     if not copy_ids:
         return set()
     if not generated:
         return {copy_ids[0]}
-    for size in range(min(FOLLOW_TAIL_TOKENS, len(generated), len(copy_ids) - 1), 0, -1):
+    n = FOLLOW_SAID_TOKENS
+    said = {tuple(generated[i : i + n]) for i in range(len(generated) - n + 1)}
+    for size in range(min(FOLLOW_TAIL_TOKENS, len(generated), len(copy_ids)), 0, -1):
         tail = generated[-size:]
-        found = {
-            copy_ids[start + size]
-            for start in range(len(copy_ids) - size)
+        starts = [
+            start
+            for start in range(len(copy_ids) - size + 1)
             if copy_ids[start : start + size] == tail
+        ]
+        if not starts:
+            continue
+        if any(start + size == len(copy_ids) for start in starts):
+            return set()  # the copy text is used up
+        return {
+            copy_ids[start + size]
+            for start in starts
+            if tuple(copy_ids[start + size : start + size + n]) not in said
         }
-        if found:
-            return found
     return set()
 
 

@@ -272,6 +272,8 @@ async def _follow_steps(
 ) -> AsyncIterator[Event]:
     """The reply one token per request (`_FollowCopy`), streamed as the engine streams it:
     the text decoded so far, an incomplete character held back until it is whole."""
+    import httpx
+
     tokenizer = _target_tokenizer(follow.target)
     special = set(tokenizer.all_special_ids)
     generated: list[int] = []
@@ -280,7 +282,12 @@ async def _follow_steps(
     missing_requested = False
     while len(generated) < follow.params.max_new_tokens:
         step = follow.step_body(body, generated)
-        response = await client.post(url, json=step, headers=auth_headers())
+        try:
+            response = await client.post(url, json=step, headers=auth_headers())
+        except httpx.RemoteProtocolError:
+            # llama-server closes a kept-alive connection after a few requests (5) without
+            # saying so: the step asks for nothing new, so it is sent again once.
+            response = await client.post(url, json=step, headers=auth_headers())
         if response.status_code in (400, 404) and not missing_requested and not generated:
             missing_requested = True
             await _version_missing(response, server, follow.target)

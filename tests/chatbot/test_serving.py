@@ -208,6 +208,15 @@ def test_the_follow_bias_picks_the_tokens_that_continue_the_copy_text_in_order()
     assert copy_follow_ids(copy, [13, 11, 14]) == set()  # the copy text is used up
     assert copy_follow_ids(copy, [7, 8]) == set()  # the reply has left it
     assert copy_follow_ids([], [1]) == set()
+    # Reaching the end by a short tail ends the copying too: "." closes the text and a
+    # sentence in it, and the reply must not start the text's second sentence again.
+    text = [1, 2, 9, 3, 4, 9]  # "A B. C D."
+    assert copy_follow_ids(text, [1, 2, 9]) == {3}
+    assert copy_follow_ids(text, [3, 4, 9]) == set()
+    # A place whose next tokens the reply already said is not followed again.
+    looped = [1, 2, 3, 4, 5, 1, 6]
+    assert copy_follow_ids(looped, [1, 2, 3, 4, 5, 1]) == {6}
+    assert copy_follow_ids(looped, [1, 2, 3, 4, 5, 7, 1]) == {6}
 
 
 def test_a_follow_bias_copies_the_text_in_its_order(tiny_loaded):
