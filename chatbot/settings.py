@@ -372,7 +372,7 @@ APPROVED_VERBATIM_MIN_SCORE = env_float("APPROVED_VERBATIM_MIN_SCORE", 0.65)
 APPROVED_COPY_BIAS = env_float("APPROVED_COPY_BIAS", 2.0)
 # Added on top for the approved answer's tokens that continue the reply in its order, so it is
 # copied as written rather than as a bag of its words (0 = off; same calibration script).
-APPROVED_COPY_FOLLOW_BIAS = env_float("APPROVED_COPY_FOLLOW_BIAS", 3.0)
+APPROVED_COPY_FOLLOW_BIAS = env_float("APPROVED_COPY_FOLLOW_BIAS", 2.0)
 # The periodic index sync is a beat job (chatbot/schedule.py, editable in Django admin).
 LOGGING["loggers"]["faiss.loader"] = {"level": "WARNING"}
 

@@ -91,6 +91,16 @@ FOLLOW_TAIL_TOKENS = 8
 FOLLOW_SAID_TOKENS = 4
 
 
+def copy_used_up(copy_ids: list[int], generated: list[int]) -> bool:
+    """True once the reply holds the copy text's last tokens (FOLLOW_SAID_TOKENS) in a row:
+    the answer has been given, so neither bias applies any more and the model ends its reply
+    as it would (a bias kept on pushes it to write the answer's words again)."""
+    end = copy_ids[-FOLLOW_SAID_TOKENS:]
+    if not end:
+        return False
+    return any(generated[i : i + len(end)] == end for i in range(len(generated) - len(end) + 1))
+
+
 def copy_follow_ids(copy_ids: list[int], generated: list[int]) -> set[int]:
     """The copy text's tokens that continue `generated` in the copy text's order: its first
     token before the reply has started; then the tokens that follow each place where the
@@ -307,7 +317,7 @@ class Engine:
 
         logits = logits.float()
         for row, seq in enumerate(seqs):
-            if seq.biased is not None:
+            if seq.biased is not None and not copy_used_up(seq.copy_ids, seq.generated):
                 logits[row, seq.biased] += seq.params.copy_bias
                 follow = copy_follow_ids(seq.copy_ids, seq.generated)
                 if follow:

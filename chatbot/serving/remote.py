@@ -27,6 +27,7 @@ from chatbot.serving.engine import (
     copy_follow_ids,
     copy_text_ids,
     copy_token_ids,
+    copy_used_up,
 )
 from chatbot.serving.model_server import auth_headers, model_id
 from chatbot.serving.versions import ServingTarget
@@ -206,10 +207,11 @@ class _FollowCopy:
     target: ServingTarget
 
     def step_body(self, body: dict, generated: list[int]) -> dict:
-        follow = copy_follow_ids(self.copy_ids, generated)
-        bias = {token: self.params.copy_bias for token, _ in body["logit_bias"]}
-        for token in follow:
-            bias[token] = bias.get(token, 0.0) + self.params.copy_follow_bias
+        bias: dict[int, float] = {}
+        if not copy_used_up(self.copy_ids, generated):
+            bias = {token: self.params.copy_bias for token, _ in body["logit_bias"]}
+            for token in copy_follow_ids(self.copy_ids, generated):
+                bias[token] = bias.get(token, 0.0) + self.params.copy_follow_bias
         return {
             **body,
             "prompt": body["prompt"] + generated,

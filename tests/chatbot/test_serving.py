@@ -13,6 +13,7 @@ from chatbot.serving.engine import (
     copy_follow_ids,
     copy_text_ids,
     copy_token_ids,
+    copy_used_up,
     engine_timing_probe,
 )
 from chatbot.serving.loading import ModelLoadError, model_load
@@ -217,6 +218,11 @@ def test_the_follow_bias_picks_the_tokens_that_continue_the_copy_text_in_order()
     looped = [1, 2, 3, 4, 5, 1, 6]
     assert copy_follow_ids(looped, [1, 2, 3, 4, 5, 1]) == {6}
     assert copy_follow_ids(looped, [1, 2, 3, 4, 5, 7, 1]) == {6}
+    # Once the reply holds the text's end, the answer has been given: no bias at all.
+    assert not copy_used_up(copy, [10, 11, 12, 13, 11])
+    assert copy_used_up(copy, [10, 11, 12, 13, 11, 14])
+    assert copy_used_up(copy, [5, 12, 13, 11, 14, 8])
+    assert not copy_used_up([], [1, 2])
 
 
 def test_a_follow_bias_copies_the_text_in_its_order(tiny_loaded):
