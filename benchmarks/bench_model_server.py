@@ -170,9 +170,11 @@ APPROVED = (
 
 async def follow_measure(target) -> dict:
     """A looser-band reply (approved answer in the prompt) with the copy bias alone, streamed,
-    vs with the follow bias, asked one token at a time: TTFT and decode tokens/s, medians of
-    3 alternating runs."""
+    vs with the follow bias, asked one token at a time (default biases): TTFT and decode
+    tokens/s, medians of 3 alternating runs."""
     from dataclasses import replace
+
+    from django.conf import settings
 
     from chatbot.prompting import chat_messages, system_prompt
     from chatbot.serving.engine import GenerationParams
@@ -184,9 +186,12 @@ async def follow_measure(target) -> dict:
         example=("How long does delivery take?", APPROVED),
     )
     bag = GenerationParams(
-        max_new_tokens=MAX_NEW, repetition_penalty=1.1, copy_text=APPROVED, copy_bias=2.0
+        max_new_tokens=MAX_NEW,
+        repetition_penalty=1.1,
+        copy_text=APPROVED,
+        copy_bias=settings.APPROVED_COPY_BIAS,
     )
-    follow = replace(bag, copy_follow_bias=3.0)
+    follow = replace(bag, copy_follow_bias=settings.APPROVED_COPY_FOLLOW_BIAS)
     runs: dict[str, list[dict]] = {"bag": [], "follow": []}
     for _ in range(3):
         for name, params in (("bag", bag), ("follow", follow)):
