@@ -16,7 +16,8 @@ passages), greedy, up to 128 new tokens:
 - with BENCH_QUANTS="Q4_0 Q8_0 ...": the same figures for each weight format, one after the other.
 
 Run with `make bench-chat` (after the WebSocket benchmark) or
-`python benchmarks/bench_model_server.py`.
+`python benchmarks/bench_model_server.py` (`--follow-only`: the single-chat raw figures and
+the follow-bias comparison, about a minute).
 """
 
 import asyncio
@@ -209,7 +210,7 @@ def line(name: str, value: float, unit: str = "") -> None:
     print(f"{name:58s} {value:10.3f} {unit}")
 
 
-async def measure(url: str, target, model: str, *, full: bool) -> dict:
+async def measure(url: str, target, model: str, *, full: bool, follow_only: bool = False) -> dict:
     from chatbot.serving.engine import GenerationParams
     from chatbot.serving.remote import prompt_ids
 
@@ -223,6 +224,8 @@ async def measure(url: str, target, model: str, *, full: bool) -> dict:
         "raw_ttft_p50": statistics.median(r["ttft"] for r in raws),
         "raw_decode": statistics.median(r["decode"] for r in raws),
     }
+    if follow_only:
+        return {**out, **(await follow_measure(target))}
     if not full:
         return out
     # A different question each run: the prompt's tail is new, as for a real customer.
@@ -308,7 +311,8 @@ def main() -> None:
             converted = time.perf_counter() - started
             proc = server_spawn(port=port, log_path=models / "server.log")
             try:
-                figures = asyncio.run(measure(url, target, "v1", full=True))
+                only = "--follow-only" in sys.argv
+                figures = asyncio.run(measure(url, target, "v1", full=True, follow_only=only))
                 rss, peak = group_memory_mib(proc.pid)
             finally:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -1,0 +1,87 @@
+"""The model server's decode while a torch job (a retrain, the trainer's paraphrases) shares
+the host's cores, as on a one-machine `make run`.
+
+For each llama-server thread count in BENCH_SERVER_THREADS (default "2 1") and each torch
+contender in BENCH_CONTENDERS (default "none 1 2": no contender, then a matrix-multiply loop
+with that many torch threads, at the trainer's priority), it prints the median decode
+tokens/s of 3 single-chat replies (retrieval-length prompt, up to 128 tokens, raw
+`/completion`).
+
+    python benchmarks/bench_contention.py
+
+About 3 minutes on 2 cores.
+"""
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CONTENDER = (
+    "import torch, sys\n"
+    "torch.set_num_threads(int(sys.argv[1]))\n"
+    "a = torch.randn(768, 768)\n"
+    "while True:\n"
+    "    a = torch.tanh(a @ a)\n"
+)
+
+
+def contender_start(threads: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    return subprocess.Popen([sys.executable, "-c", CONTENDER, str(threads)], env=env)
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
+    import django
+
+    django.setup()
+    from django.test import override_settings
+
+    from benchmarks.bench_model_server import free_port, raw_once, retrieval_messages
+    from chatbot.serving.engine import GenerationParams
+    from chatbot.serving.model_server import model_link, server_spawn
+    from chatbot.serving.remote import prompt_ids
+    from chatbot.serving.versions import ServingTarget, base_model_path
+
+    base = str(base_model_path())
+    target = ServingTarget(version_id=1, version_number=1, artifact_path=base, base_path=base)
+    messages = retrieval_messages("Can I return a jacket I bought three weeks ago?")
+    server_threads = [int(t) for t in os.environ.get("BENCH_SERVER_THREADS", "2 1").split()]
+    contenders = os.environ.get("BENCH_CONTENDERS", "none 1 2").split()
+    print(f"{'server threads':>14s} {'torch contender':>16s} {'decode tokens/s':>16s}")
+    for threads in server_threads:
+        models = Path(tempfile.mkdtemp(prefix="bench-contention-"))
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with override_settings(MODEL_SERVER_MODELS_DIR=models, MODEL_SERVER_THREADS=threads):
+            model_link(target)
+            proc = server_spawn(port=port, log_path=models / "server.log")
+            try:
+                ids = prompt_ids(messages, target, GenerationParams())
+                asyncio.run(raw_once(url, ids, "v1"))  # loads the model
+                for contender in contenders:
+                    other = None if contender == "none" else contender_start(int(contender))
+                    try:
+                        runs = [asyncio.run(raw_once(url, ids, "v1")) for _ in range(3)]
+                    finally:
+                        if other:
+                            other.kill()
+                            other.wait()
+                    rate = statistics.median(r["decode"] for r in runs)
+                    label = "none" if contender == "none" else f"{contender} thread(s)"
+                    print(f"{threads:14d} {label:>16s} {rate:16.1f}", flush=True)
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
