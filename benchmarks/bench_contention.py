@@ -33,6 +33,18 @@ CONTENDER = (
 )
 
 
+# A reply that has not finished its 128 tokens by then counts as stalled.
+RUN_SECONDS = 60
+
+
+async def _bounded(reply) -> float:
+    """The reply's decode tokens/s, or 0.0 when it did not finish within RUN_SECONDS."""
+    try:
+        return (await asyncio.wait_for(reply, RUN_SECONDS))["decode"]
+    except TimeoutError:
+        return 0.0
+
+
 def contender_start(threads: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     return subprocess.Popen([sys.executable, "-c", CONTENDER, str(threads)], env=env)
@@ -70,14 +82,18 @@ def main() -> None:
                 for contender in contenders:
                     other = None if contender == "none" else contender_start(int(contender))
                     try:
-                        runs = [asyncio.run(raw_once(url, ids, "v1")) for _ in range(3)]
+                        rates = [asyncio.run(_bounded(raw_once(url, ids, "v1"))) for _ in range(3)]
                     finally:
                         if other:
                             other.kill()
                             other.wait()
-                    rate = statistics.median(r["decode"] for r in runs)
                     label = "none" if contender == "none" else f"{contender} thread(s)"
-                    print(f"{threads:14d} {label:>16s} {rate:16.1f}", flush=True)
+                    shown = (
+                        f"{statistics.median(rates):16.1f}"
+                        if all(rates)
+                        else f"{'stalled (<' + format(128 / RUN_SECONDS, '.1f') + ')':>16s}"
+                    )
+                    print(f"{threads:14d} {label:>16s} {shown}", flush=True)
             finally:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=20)
