@@ -386,6 +386,9 @@ TRAINING_ENV = {
 # Filled into the dataset's {{...}} template slots (training/data/slots.py); empty = neutral text.
 SHOP_SUPPORT_PHONE = env("SHOP_SUPPORT_PHONE")
 SHOP_SUPPORT_HOURS = env("SHOP_SUPPORT_HOURS", "9am-6pm Monday to Friday")
+# The trainer's CPU class (training/priority.py): "idle" runs training and paraphrasing only on
+# cores no chat wants, so a retrain beside the model server never stalls a reply; "normal".
+TRAINING_CPU_POLICY = env("TRAINING_CPU_POLICY", "idle")
 # Retraining runs: minimum cleaned training examples.
 TRAINING_MIN_EXAMPLES = env_int("TRAINING_MIN_EXAMPLES", 50)
 

@@ -2,8 +2,10 @@
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 
 from training import runs
+from training.priority import background_priority
 
 
 @shared_task(
@@ -14,6 +16,7 @@ from training import runs
     time_limit=60 * 60 * 3 + 120,
 )
 def retrain(run_id: int) -> str:
+    background_priority(settings.TRAINING_CPU_POLICY)
     run = runs.run_execute(run_id)
     return run.status if run else "skipped"
 
@@ -30,6 +33,7 @@ def correction_paraphrases_prepare(conversation_id: str) -> dict:
     from training.config import train_config
     from training.data.snapshot import correction_paraphrases_prepare as prepare
 
+    background_priority(settings.TRAINING_CPU_POLICY)
     return prepare(cfg=train_config(), conversation_id=conversation_id)
 
 

@@ -5,6 +5,7 @@ model that learned; a retrain on scrambled answers is rejected with its reason. 
 real PostgreSQL, Redis and worker."""
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -117,10 +118,15 @@ async def test_correction_memory_retrain_and_gate(
         "TRAINING_EPOCHS": "40",
         "TRAINING_EARLY_STOPPING_PATIENCE": "0",
     }
-    await database_sync_to_async(celery_worker_proc)(**worker_env)
+    worker = await database_sync_to_async(celery_worker_proc)(**worker_env)
     run = await database_sync_to_async(run_to_end)()
     log = await database_sync_to_async(lambda: run.error)()
     assert run.status == "succeeded", log
+    # The trainer ran in the background CPU class: every one of its threads (torch's too).
+    tids = os.listdir(f"/proc/{worker.pid}/task")
+    assert {os.sched_getscheduler(int(tid)) for tid in tids} == {os.SCHED_IDLE}
+    # ... and its torch threads sleep while they wait (set before torch loaded).
+    assert "torch loaded before the worker started" not in Path(worker.log_path).read_text()
 
     def trained_rows() -> tuple[list[dict], dict, ModelVersion]:
         candidate = ModelVersion.objects.get(pk=run.candidate_id)
