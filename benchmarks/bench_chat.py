@@ -6,8 +6,9 @@ the web process streaming from it. Prints time to first token (p50, p95) over 20
 questions asked one at a time, decode tokens/s for one conversation, aggregate tokens/s and
 the slowest chat's decode rate with 4 and 8 conversations at once, then 50 customers
 arriving at once: when each first heard back (a token, or a `queued` frame with its place),
-time to first token, frames by type; and peak memory (VmHWM) of the web process and of the
-model server. Run with `make bench-chat`.
+time to first token, how far the `queued` frames' estimated waits were off, frames by type;
+and peak memory (VmHWM) of the web process and of the model server. Run with
+`make bench-chat`.
 """
 
 import argparse
@@ -123,6 +124,7 @@ async def ask(base: str, question: str, frames: Counter | None = None) -> dict:
         start = time.perf_counter()
         await ws.send(json.dumps({"type": "customer_message", "text": question}))
         first = last = heard = None
+        estimate = None  # (when, seconds): the first `queued` frame with an estimated wait
         while True:
             try:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 300))
@@ -132,6 +134,8 @@ async def ask(base: str, question: str, frames: Counter | None = None) -> dict:
                 frames[frame["type"]] += 1
             if frame["type"] in ("token", "queued"):
                 heard = heard or time.perf_counter()
+            if frame["type"] == "queued" and frame.get("wait_seconds") is not None:
+                estimate = estimate or (time.perf_counter(), frame["wait_seconds"])
             if frame["type"] == "token":
                 last = time.perf_counter()
                 first = first or last
@@ -146,12 +150,17 @@ async def ask(base: str, question: str, frames: Counter | None = None) -> dict:
                     "decode": (tokens - 1) / decode_seconds if decode_seconds > 0 else 0.0,
                     "total": end - start,
                     "tokens": tokens,
+                    # how much longer (+) or shorter the wait was than the place estimated
+                    "estimate_error": first - estimate[0] - estimate[1] if estimate else None,
                 }
             elif frame["type"] == "error" and frame.get("code") == "overloaded":
                 # A clear refusal with a retry hint: the chat page waits and sends again.
                 heard = heard or time.perf_counter()
                 await asyncio.sleep(frame.get("retry_after", 15))
                 await ws.send(json.dumps({"type": "customer_message", "text": question}))
+            elif frame["type"] == "error" and frame.get("code") == "generation_failed":
+                # Clear, not silent, but not served.
+                return {"failed": True, "heard": (heard or time.perf_counter()) - start}
             elif frame["type"] == "error":
                 raise RuntimeError(frame)
 
@@ -183,11 +192,17 @@ async def run(base: str) -> dict:
         *(ask(base, f"{QUESTIONS[i % 20]} (customer {i})", frames) for i in range(50)),
         return_exceptions=True,
     )
-    answered = [r for r in arrivals if isinstance(r, dict)]
-    heard = [r["heard"] for r in answered]
+    told = [r for r in arrivals if isinstance(r, dict)]
+    answered = [r for r in told if not r.get("failed")]
+    heard = [r["heard"] for r in told]
     results["arrivals_50_answered"] = len(answered)
+    results["arrivals_50_generation_failed"] = len(told) - len(answered)
     results["arrivals_50_heard_back_max_s"] = max(heard, default=float("nan"))
     results["arrivals_50_heard_back_within_5s"] = sum(h <= 5 for h in heard)
+    misses = [abs(r["estimate_error"]) for r in answered if r["estimate_error"] is not None]
+    if misses:
+        results["arrivals_50_wait_estimate_miss_p50_s"] = statistics.median(misses)
+        results["arrivals_50_wait_estimate_miss_p90_s"] = percentile(misses, 0.9)
     results["arrivals_50_ttft_p50"] = statistics.median(r["ttft"] for r in answered)
     results["arrivals_50_ttft_max"] = max(r["ttft"] for r in answered)
     results["arrivals_50_queued_frames"] = frames["queued"]

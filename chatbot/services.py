@@ -23,9 +23,10 @@ from chatbot.live import AGENTS_GROUP, conversation_group, frame_publish, frame_
 from chatbot.models import Conversation, Message
 from chatbot.selectors import conversation_history, message_frame_data
 from chatbot.serving import gateway
-from chatbot.serving.cluster import remote_serving
+from chatbot.serving.cluster import pool, remote_serving
 from chatbot.serving.engine import Event, GenerationParams
 from chatbot.serving.loading import ModelLoadError
+from chatbot.serving.turns import decode_turns
 from chatbot.serving.versions import (
     ServingTarget,
     active_serving_target,
@@ -194,22 +195,20 @@ def reply_admit(*, conversation_id: uuid.UUID | None, session_key: str) -> None:
 
 
 def decoding_slots() -> int:
-    """Replies decoded at once: the model server's slots, or the in-process engine's batch."""
-    return settings.MODEL_SERVER_SLOTS if remote_serving() else settings.SERVING_MAX_BATCH
+    """Replies decoded at once: the model servers' slots, or the in-process engine's batch."""
+    if remote_serving():
+        return settings.MODEL_SERVER_SLOTS * max(1, pool.known_count())
+    return settings.SERVING_MAX_BATCH
 
 
 def bot_reply_start(*, conversation_id: uuid.UUID, session_key: str = "") -> asyncio.Task:
     """Start generating the bot's reply as a task of its own.
 
     The task is not tied to any socket: a customer who disconnects mid-stream still gets
-    the whole reply stored. When more replies are pending than the engine decodes at once,
-    the conversation hears its place in the queue first.
+    the whole reply stored.
     """
     _replying[conversation_id] = session_key
-    ahead = len(_replying) - decoding_slots()
-    task = asyncio.get_running_loop().create_task(
-        _reply_leased(conversation_id=conversation_id, queue_position=max(0, ahead))
-    )
+    task = asyncio.get_running_loop().create_task(_reply_leased(conversation_id=conversation_id))
     _reply_tasks.add(task)
 
     def forget(done: asyncio.Task) -> None:
@@ -220,14 +219,12 @@ def bot_reply_start(*, conversation_id: uuid.UUID, session_key: str = "") -> asy
     return task
 
 
-async def _reply_leased(*, conversation_id: uuid.UUID, queue_position: int) -> Message | None:
+async def _reply_leased(*, conversation_id: uuid.UUID) -> Message | None:
     """bot_reply_generate holding the conversation's reply lease (chatbot/leases.py), so
     other hosts can tell a reply in flight from one lost with its process."""
     keeper = asyncio.get_running_loop().create_task(_lease_keep(conversation_id))
     try:
-        return await bot_reply_generate(
-            conversation_id=conversation_id, queue_position=queue_position
-        )
+        return await bot_reply_generate(conversation_id=conversation_id)
     finally:
         keeper.cancel()
         # Not awaited: the conversation takes its next message as soon as the reply ends.
@@ -251,9 +248,7 @@ async def _lease_call(action, argument) -> None:
         log.warning("Reply lease update failed", exc_info=True)
 
 
-async def bot_reply_generate(
-    *, conversation_id: uuid.UUID, queue_position: int = 0
-) -> Message | None:
+async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
     """Stream a reply to the conversation's group token by token, then store it whole.
 
     Whatever goes wrong (model, engine, database, channel layer), the customer's message
@@ -261,17 +256,15 @@ async def bot_reply_generate(
     error frame and the agents hear of it (see `reply_failure_report`).
     """
     try:
-        return await _bot_reply_generate(conversation_id, queue_position)
+        return await _bot_reply_generate(conversation_id)
     except Exception as exc:  # noqa: BLE001 - every failure ends in a report
         log.exception("Reply generation failed for %s", conversation_id)
         await reply_failure_report(conversation_id=conversation_id, error=exc)
         return None
 
 
-async def _bot_reply_generate(conversation_id: uuid.UUID, queue_position: int) -> Message:
+async def _bot_reply_generate(conversation_id: uuid.UUID) -> Message:
     group = conversation_group(conversation_id)
-    if queue_position:
-        await token_publish(group, {"type": "queued", "position": queue_position})
     history = await database_sync_to_async(conversation_history)(conversation_id=conversation_id)
     reply = BotReply(
         message_id=uuid.uuid4(), conversation_id=conversation_id, started_at=timezone.now()
@@ -285,9 +278,16 @@ async def _bot_reply_generate(conversation_id: uuid.UUID, queue_position: int) -
     if grounding.verbatim:
         return await approved_reply_send(reply, grounding.approved, start=start)
     messages = grounding.messages(history)
-    target = await _model_reply_stream(
-        messages, reply, group=group, start=start, params=grounding.params()
-    )
+
+    async def queued(position: int, wait_seconds: int | None) -> None:
+        frame = {"type": "queued", "position": position, "wait_seconds": wait_seconds}
+        await token_publish(group, frame)
+
+    # The engine sees this reply only when one of its slots is free (chatbot/serving/turns.py).
+    async with decode_turns(decoding_slots).turn(queued):
+        target = await _model_reply_stream(
+            messages, reply, group=group, start=start, params=grounding.params()
+        )
     if not reply.text.strip():
         # The model said nothing visible; say something useful rather than store a blank
         # reply (appended, so the streamed tokens still add up to the stored text).

@@ -162,6 +162,12 @@ class ServerPool:
         by_url = {s.url for s in announced}
         return announced + [ServerInfo(u) for u in static_urls() if u not in by_url]
 
+    def known_count(self) -> int:
+        """How many servers this process last knew of (never blocks: no Redis read)."""
+        with self._lock:
+            urls = {s.url for s in self._known}
+        return len(urls | set(static_urls()))
+
     def forget(self) -> None:
         with self._lock:
             self._known_at = 0.0

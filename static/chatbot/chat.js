@@ -142,7 +142,8 @@
           break;
         }
         case "queued":
-          showError(`Many customers are chatting right now: you are number ${frame.position} in line.`);
+          showError(`Many customers are chatting right now: you are number ${frame.position} in line`
+            + (frame.wait_seconds ? ` (about ${frame.wait_seconds} s).` : "."));
           break;
         case "status":
           applyStatus(frame.status, frame.notice, frame.agent_name);

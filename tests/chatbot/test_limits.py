@@ -4,6 +4,7 @@ every wait for the engine."""
 
 import asyncio
 import json
+import threading
 import time
 
 import pytest
@@ -121,6 +122,7 @@ async def test_pending_replies_are_capped_with_a_queue_position_and_a_retry_hint
             await frames_until(ws, "message")
         queued = await frames_until(sockets[1], "queued", timeout=5)
         assert queued[-1]["position"] == 1
+        assert queued[-1]["wait_seconds"] is None  # no reply has ended yet to estimate from
         started = time.monotonic()
         await sockets[2].send_json_to({"type": "customer_message", "text": "me too"})
         error = await sockets[2].receive_json_from(timeout=5)
@@ -141,8 +143,10 @@ async def test_an_engine_that_stops_answering_ends_in_an_error_frame(
     settings.SERVING_EVENT_TIMEOUT_SECONDS = 0.5
     prefill = Engine._prefill
 
+    unstuck = threading.Event()
+
     def stuck_prefill(self, *args):  # fault injection: the engine hangs for 3 s
-        time.sleep(3)
+        unstuck.wait(3)
         return prefill(self, *args)
 
     monkeypatch.setattr(Engine, "_prefill", stuck_prefill)
@@ -152,6 +156,39 @@ async def test_an_engine_that_stops_answering_ends_in_an_error_frame(
     error = (await frames_until(ws, "error", timeout=10))[-1]
     assert error["code"] == "generation_failed"
     assert time.monotonic() - started < 2.5
+    unstuck.set()  # the engine thread (shared with the next test) serves on
+
+
+async def test_a_burst_longer_than_the_engine_timeout_is_answered_in_turns(
+    settings, chat_socket, monkeypatch
+):
+    from chatbot.serving.engine import Engine
+
+    # One slot and a slow prefill (0.6 s, injected): the last in line waits about three
+    # replies (> 1.8 s), longer than the engine's event timeout (1.5 s). A reply reaches the
+    # engine only on its turn, so its timeout counts from then: all four are answered, and
+    # the ones in line heard their places, counting down.
+    settings.SERVING_MAX_BATCH = 1
+    settings.SERVING_EVENT_TIMEOUT_SECONDS = 1.5
+    prefill = Engine._prefill
+
+    def slow_prefill(self, *args):
+        time.sleep(0.6)
+        return prefill(self, *args)
+
+    monkeypatch.setattr(Engine, "_prefill", slow_prefill)
+    sockets = [
+        await opened(chat_socket, await database_sync_to_async(new_session)()) for _ in range(4)
+    ]
+    for ws in sockets:
+        await ws.send_json_to({"type": "customer_message", "text": "where is my parcel?"})
+    frames = [await frames_until(ws, "bot_message", timeout=30) for ws in sockets]
+    places = [[f["position"] for f in fs if f["type"] == "queued"] for fs in frames]
+    assert sum(bool(p) for p in places) == 3  # one slot: all but the first waited
+    longest = max(places, key=len)
+    assert longest == [3, 2, 1]  # the last in line moved up and was told each place
+    assert not any(f["type"] == "error" for fs in frames for f in fs)
+    assert await customer_texts() == ["where is my parcel?"] * 4
 
 
 async def test_replies_waiting_for_the_model_server_hear_their_queue_position(
