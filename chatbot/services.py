@@ -265,29 +265,37 @@ async def bot_reply_generate(*, conversation_id: uuid.UUID) -> Message | None:
 
 async def _bot_reply_generate(conversation_id: uuid.UUID) -> Message:
     group = conversation_group(conversation_id)
-    history = await database_sync_to_async(conversation_history)(conversation_id=conversation_id)
-    reply = BotReply(
-        message_id=uuid.uuid4(), conversation_id=conversation_id, started_at=timezone.now()
-    )
-    start = time.perf_counter()
-    question = next((text for role, text in reversed(history) if role == "customer"), None)
-    # Its own pool thread and database connection: neither the event loop nor the shared
-    # ORM thread waits on the embedding.
-    grounding = await database_sync_to_async(grounding_find, thread_sensitive=False)(question)
-    reply.sources = grounding.sources()
-    if grounding.verbatim:
-        return await approved_reply_send(reply, grounding.approved, start=start)
-    messages = grounding.messages(history)
 
     async def queued(position: int, wait_seconds: int | None) -> None:
         frame = {"type": "queued", "position": position, "wait_seconds": wait_seconds}
         await token_publish(group, frame)
 
-    # The engine sees this reply only when one of its slots is free (chatbot/serving/turns.py).
-    async with decode_turns(decoding_slots).turn(queued):
+    # The reply joins the line for the engine's slots at once (a customer who must wait
+    # hears it before anything else) and streams from the engine only on its turn
+    # (chatbot/serving/turns.py); an approved answer given word for word needs no slot.
+    ticket = await decode_turns(decoding_slots).join(queued)
+    try:
+        history = await database_sync_to_async(conversation_history)(
+            conversation_id=conversation_id
+        )
+        reply = BotReply(
+            message_id=uuid.uuid4(), conversation_id=conversation_id, started_at=timezone.now()
+        )
+        start = time.perf_counter()
+        question = next((text for role, text in reversed(history) if role == "customer"), None)
+        # Its own pool thread and database connection: neither the event loop nor the shared
+        # ORM thread waits on the embedding.
+        grounding = await database_sync_to_async(grounding_find, thread_sensitive=False)(question)
+        reply.sources = grounding.sources()
+        if grounding.verbatim:
+            return await approved_reply_send(reply, grounding.approved, start=start)
+        messages = grounding.messages(history)
+        await ticket.wait()
         target = await _model_reply_stream(
             messages, reply, group=group, start=start, params=grounding.params()
         )
+    finally:
+        ticket.leave()
     if not reply.text.strip():
         # The model said nothing visible; say something useful rather than store a blank
         # reply (appended, so the streamed tokens still add up to the stored text).

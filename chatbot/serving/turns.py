@@ -3,34 +3,58 @@
 Without them every pending reply goes to the engine at once and waits inside it, where no
 one can tell the customer where they stand and the first-token timeout runs from arrival: on
 a slow host, customers at the back of a burst failed after 60 s in the model server's queue.
-Here a reply first waits for its turn in arrival order, hearing its place (and the wait that
-implies) whenever it changes, and reaches the engine only when a slot is free, so its
-first-token timeout counts from its turn.
+Here a reply joins the line as soon as it starts (and hears its place at once), waits for
+its turn in arrival order, hearing each new place and the wait it implies, and reaches the
+engine only when a slot is free, so the engine's timeouts count from its turn.
 """
 
 import asyncio
 import math
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 # Told to a waiting reply: its place (1 = next) and the estimated wait in seconds (None
 # until a turn has been timed).
 Notify = Callable[[int, int | None], Awaitable[None]]
 
 
-@dataclass(eq=False)
-class _Waiter:
-    notify: Notify
-    turn: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+class Ticket:
+    """One reply's place in line, then its turn; `leave()` ends either (call it once)."""
+
+    def __init__(self, turns: "DecodeTurns", notify: Notify):
+        self._turns = turns
+        self.notify = notify
+        self.turn = asyncio.get_running_loop().create_future()
+        self.told = 0  # the last place told
+        self._started: float | None = None
+
+    async def wait(self) -> None:
+        """Until this reply's turn; each new place is told on the way (polled, so each
+        reply tells its own places, in order)."""
+        while not self.turn.done():
+            place = self._turns.place(self)
+            if place != self.told:
+                self.told = place
+                await self.notify(place, self._turns.wait_estimate(place))
+            await asyncio.wait({self.turn}, timeout=self._turns.poll_seconds)
+        self._started = asyncio.get_running_loop().time()
+
+    def leave(self) -> None:
+        """End the turn (its length teaches the wait estimate) or give up the place."""
+        if not self.turn.done():
+            self.turn.cancel()
+            self._turns.drop(self)
+            return
+        if self._started is not None:
+            self._turns.learn(asyncio.get_running_loop().time() - self._started)
+        self._turns.release()
 
 
 class DecodeTurns:
     """At most `slots()` replies hold a turn at once; the others wait in arrival order.
 
-    The wait is estimated from turns already taken: an exponential average of their length
+    The wait is estimated from turns taken: an exponential average of their length
     (`smoothing` weighs the newest), times the place, over the slots.
     """
 
@@ -39,64 +63,52 @@ class DecodeTurns:
     ):
         self._slots = slots
         self._smoothing = smoothing
-        self._poll = poll_seconds
+        self.poll_seconds = poll_seconds
         self._active = 0
-        self._waiting: deque[_Waiter] = deque()
+        self._waiting: deque[Ticket] = deque()
         self._turn_seconds: float | None = None
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def wait_estimate(self, position: int) -> int | None:
-        """Seconds until the reply at `position` gets its turn, or None before any turn ended."""
-        if self._turn_seconds is None:
-            return None
-        return math.ceil(position * self._turn_seconds / max(1, self._slots()))
-
-    @asynccontextmanager
-    async def turn(self, notify: Notify) -> AsyncIterator[None]:
-        """Hold a turn for the body; while waiting for it, `notify` hears each new place."""
-        await self._acquire(notify)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            yield
-        finally:
-            self._learn(loop.time() - started)
-            self._release()
-
-    async def _acquire(self, notify: Notify) -> None:
+    async def join(self, notify: Notify) -> Ticket:
+        """A place in line, or the turn at once when a slot is free; a reply that must wait
+        hears its place before this returns."""
+        ticket = Ticket(self, notify)
         if self._active < self._slots() and not self._waiting:
             self._active += 1
-            return
-        waiter = _Waiter(notify)
-        self._waiting.append(waiter)
-        told = None
+            ticket.turn.set_result(None)
+            return ticket
+        self._waiting.append(ticket)
         try:
-            while not waiter.turn.done():
-                position = self._waiting.index(waiter) + 1
-                if position != told:
-                    told = position
-                    await notify(position, self.wait_estimate(position))
-                # Polled rather than pushed: each waiter tells its own places, in order.
-                await asyncio.wait({waiter.turn}, timeout=self._poll)
-        except asyncio.CancelledError:
-            if waiter.turn.done():  # the turn came as the reply was cancelled: pass it on
-                self._release()
-            else:
-                self._waiting.remove(waiter)
-                waiter.turn.cancel()
+            ticket.told = self.place(ticket)
+            await notify(ticket.told, self.wait_estimate(ticket.told))
+        except BaseException:
+            ticket.leave()
             raise
+        return ticket
 
-    def _release(self) -> None:
-        """Hand the slot to the first waiter, or free it."""
+    def place(self, ticket: Ticket) -> int:
+        return self._waiting.index(ticket) + 1 if ticket in self._waiting else 0
+
+    def wait_estimate(self, place: int) -> int | None:
+        """Seconds until the reply at `place` gets its turn, or None before any turn ended."""
+        if self._turn_seconds is None:
+            return None
+        return math.ceil(place * self._turn_seconds / max(1, self._slots()))
+
+    def release(self) -> None:
+        """Hand a finished turn's slot to the first waiter, or free it."""
         if self._waiting and self._active <= self._slots():
             self._waiting.popleft().turn.set_result(None)
         else:
             self._active -= 1
 
-    def _learn(self, seconds: float) -> None:
+    def drop(self, ticket: Ticket) -> None:
+        self._waiting.remove(ticket)
+
+    def learn(self, seconds: float) -> None:
         if self._turn_seconds is None:
             self._turn_seconds = seconds
         else:

@@ -1,11 +1,19 @@
-"""Turns at the decoding slots (chatbot/serving/turns.py): arrival order, places told as they
-change, a wait estimate from timed turns, and no slot lost to a cancelled reply."""
+"""Turns at the decoding slots (chatbot/serving/turns.py): arrival order, places told at once
+and as they change, a wait estimate from timed turns, and no slot lost to a reply that leaves
+early or is cancelled."""
 
 import asyncio
 
 import pytest
 
 from chatbot.serving.turns import DecodeTurns
+
+
+def listener(heard: list):
+    async def told(position: int, wait: int | None) -> None:
+        heard.append((position, wait))
+
+    return told
 
 
 async def test_replies_beyond_the_slots_wait_in_arrival_order_and_hear_each_new_place():
@@ -17,21 +25,22 @@ async def test_replies_beyond_the_slots_wait_in_arrival_order_and_hear_each_new_
 
     async def reply(i: int) -> None:
         nonlocal running, most
-
-        async def told(position: int, wait: int | None) -> None:
-            heard[i].append((position, wait))
-
-        async with turns.turn(told):
+        ticket = await turns.join(listener(heard[i]))
+        try:
+            await ticket.wait()
             order.append(i)
             running += 1
             most = max(most, running)
             await asyncio.sleep(0.2)
             running -= 1
+        finally:
+            ticket.leave()
 
     tasks = []
     for i in range(5):
         tasks.append(asyncio.create_task(reply(i)))
         await asyncio.sleep(0.01)  # arrive one after another
+    assert [p for p, _ in heard[4]] == [3]  # told at once on joining
     await asyncio.gather(*tasks)
 
     assert most == 2
@@ -46,54 +55,39 @@ async def test_replies_beyond_the_slots_wait_in_arrival_order_and_hear_each_new_
     assert turns.wait_estimate(30) in (3, 4)  # 30 x ~0.2 s / 2 slots, rounded up
 
 
-async def test_a_reply_cancelled_in_line_or_during_its_turn_frees_its_place():
+async def test_a_reply_that_leaves_or_is_cancelled_frees_its_place_or_its_slot():
     turns = DecodeTurns(lambda: 1, poll_seconds=0.01)
-    holding = asyncio.Event()
-    release = asyncio.Event()
-    places: list[int] = []
+    places: list[tuple[int, int | None]] = []
 
-    async def nothing(position: int, wait: int | None) -> None:
-        return None
+    holder = await turns.join(listener([]))  # the slot, at once
+    in_line_a = await turns.join(listener(places))
+    in_line_b = await turns.join(listener(places))
+    assert turns.waiting == 2 and [p for p, _ in places] == [1, 2]
 
-    async def first() -> None:
-        async with turns.turn(nothing):
-            holding.set()
-            await release.wait()
-
-    async def later(done: list) -> None:
-        async def told(position: int, wait: int | None) -> None:
-            places.append(position)
-
-        async with turns.turn(told):
-            done.append(True)
-
-    holder = asyncio.create_task(first())
-    await holding.wait()
-    waiting_a = asyncio.create_task(later([]))
+    # An approved answer given word for word needs no slot: it leaves the line unserved.
+    in_line_a.leave()
+    waiting_b = asyncio.create_task(in_line_b.wait())
     await asyncio.sleep(0.05)
-    done_b: list = []
-    waiting_b = asyncio.create_task(later(done_b))
-    await asyncio.sleep(0.05)
-    assert turns.waiting == 2 and places == [1, 2]
+    assert turns.waiting == 1 and places[-1][0] == 1  # b moved up and was told
 
-    waiting_a.cancel()  # gives up in line: b moves up
-    with pytest.raises(asyncio.CancelledError):
-        await waiting_a
-    await asyncio.sleep(0.05)
-    assert turns.waiting == 1 and places[-1] == 1
-
-    holder.cancel()  # cancelled while holding the turn: it passes on
-    with pytest.raises(asyncio.CancelledError):
-        await holder
+    holder.leave()  # its turn ends without a timed wait: passes the slot, teaches nothing
     await asyncio.wait_for(waiting_b, 1)
-    assert done_b == [True] and turns.waiting == 0
+    assert turns.wait_estimate(1) is None
+
+    # Cancelled while waiting in line: the place goes, the slot stays with its holder.
+    cancelled = await turns.join(listener([]))
+    waiting = asyncio.create_task(cancelled.wait())
+    await asyncio.sleep(0.02)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    cancelled.leave()
+    assert turns.waiting == 0
+    in_line_b.leave()
 
     # Nothing leaked: a new reply gets its turn at once, without a place to hear.
-    fresh: list[int] = []
-
-    async def told(position: int, wait: int | None) -> None:
-        fresh.append(position)
-
-    async with turns.turn(told):
-        pass
-    assert fresh == []
+    fresh: list = []
+    ticket = await turns.join(listener(fresh))
+    await ticket.wait()
+    ticket.leave()
+    assert fresh == [] and turns.waiting == 0
