@@ -165,7 +165,7 @@ class ServerPool:
     def known_count(self) -> int:
         """How many servers this process last knew of (never blocks: no Redis read)."""
         with self._lock:
-            urls = {s.url for s in self._known}
+            urls = {s.url for s in self._known} if settings.MODEL_SERVER_DISCOVER else set()
         return len(urls | set(static_urls()))
 
     def forget(self) -> None:

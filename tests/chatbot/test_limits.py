@@ -210,11 +210,12 @@ async def test_replies_waiting_for_the_model_server_hear_their_queue_position(
         sockets = [
             await opened(chat_socket, await database_sync_to_async(new_session)()) for _ in range(2)
         ]
-        for ws in sockets:
-            await ws.send_json_to({"type": "customer_message", "text": "where is my parcel?"})
-            await frames_until(ws, "message")
-        queued = await frames_until(sockets[1], "queued", timeout=5)
-        assert queued[-1]["position"] == 1
+        await sockets[0].send_json_to({"type": "customer_message", "text": "where is my parcel?"})
+        await frames_until(sockets[0], "message")
+        await sockets[1].send_json_to({"type": "customer_message", "text": "and mine?"})
+        started = time.monotonic()
+        waiting = await frames_until(sockets[1], "queued", timeout=5)
+        assert waiting[-1]["position"] == 1 and time.monotonic() - started < 2
         for ws in sockets:
             frames = await frames_until(ws, "error", timeout=30)
             assert frames[-1]["code"] == "generation_failed"
