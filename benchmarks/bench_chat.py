@@ -199,8 +199,11 @@ async def run(base: str) -> dict:
     results["arrivals_50_generation_failed"] = len(told) - len(answered)
     results["arrivals_50_heard_back_max_s"] = max(heard, default=float("nan"))
     results["arrivals_50_heard_back_within_5s"] = sum(h <= 5 for h in heard)
-    misses = [abs(r["estimate_error"]) for r in answered if r["estimate_error"] is not None]
-    if misses:
+    errors = [r["estimate_error"] for r in answered if r["estimate_error"] is not None]
+    if errors:
+        # signed: above 0 the wait was longer than the place's first estimate said
+        results["arrivals_50_wait_estimate_error_p50_s"] = statistics.median(errors)
+        misses = [abs(e) for e in errors]
         results["arrivals_50_wait_estimate_miss_p50_s"] = statistics.median(misses)
         results["arrivals_50_wait_estimate_miss_p90_s"] = percentile(misses, 0.9)
     results["arrivals_50_ttft_p50"] = statistics.median(r["ttft"] for r in answered)
