@@ -39,7 +39,7 @@ async def test_replies_beyond_the_slots_wait_in_arrival_order_and_hear_each_new_
     tasks = []
     for i in range(5):
         tasks.append(asyncio.create_task(reply(i)))
-        await asyncio.sleep(0.01)  # arrive one after another
+        await asyncio.sleep(0.03)  # arrive one after another
     assert [p for p, _ in heard[4]] == [3]  # told at once on joining
     await asyncio.gather(*tasks)
 
@@ -48,11 +48,28 @@ async def test_replies_beyond_the_slots_wait_in_arrival_order_and_hear_each_new_
     assert heard[0] == heard[1] == []  # a free slot: no `queued` at all
     assert [p for p, _ in heard[2]] == [1]
     assert [p for p, _ in heard[4]] == [3, 2, 1]
-    # Before any turn ended there is nothing to estimate from; after one, ~0.2 s a turn over
-    # 2 slots: the reply 2nd in line waits about 0.2 s, rounded up to whole seconds.
-    assert heard[4][0][1] is None
-    assert heard[4][1][1] == 1
-    assert turns.wait_estimate(30) in (3, 4)  # 30 x ~0.2 s / 2 slots, rounded up
+    # Nothing to estimate from until two turns have ended with others waiting; then whole
+    # seconds, rounded up.
+    assert heard[4][0][1] is None and heard[4][1][1] is None
+    assert heard[4][2][1] == 1
+
+
+async def test_the_wait_estimate_is_the_time_between_turn_ends_while_others_wait():
+    turns = DecodeTurns(lambda: 1, smoothing=0.5)
+    holder = await turns.join(listener([]))
+    line = [await turns.join(listener([])) for _ in range(2)]
+    turns.turn_ended(10.0)
+    assert turns.wait_estimate(2) is None  # one end: no gap yet
+    turns.turn_ended(13.0)
+    assert turns.wait_estimate(2) == 6  # 3 s a place
+    turns.turn_ended(18.0)  # a 5 s gap moves the average halfway: 4 s a place
+    assert turns.wait_estimate(1) == 4 and turns.wait_estimate(3) == 12
+    for ticket in line:
+        ticket.leave()
+    turns.turn_ended(60.0)  # nobody waited: the idle time is no gap
+    turns.turn_ended(61.0)
+    assert turns.wait_estimate(1) == 4
+    holder.leave()
 
 
 async def test_a_reply_that_leaves_or_is_cancelled_frees_its_place_or_its_slot():
