@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 # Told to a waiting reply: its place (1 = next) and the estimated wait in seconds (None
-# until a turn has been timed).
+# until two turns have ended while others waited).
 Notify = Callable[[int, int | None], Awaitable[None]]
 
 
@@ -27,7 +27,7 @@ class Ticket:
         self.notify = notify
         self.turn = asyncio.get_running_loop().create_future()
         self.told = 0  # the last place told
-        self._started: float | None = None
+        self._served = False  # the turn was used for the engine
 
     async def wait(self) -> None:
         """Until this reply's turn; each new place is told on the way (polled, so each
@@ -38,7 +38,7 @@ class Ticket:
                 self.told = place
                 await self.notify(place, self._turns.wait_estimate(place))
             await asyncio.wait({self.turn}, timeout=self._turns.poll_seconds)
-        self._started = asyncio.get_running_loop().time()
+        self._served = True
 
     def leave(self) -> None:
         """End the turn (its end teaches the wait estimate) or give up the place."""
@@ -46,7 +46,7 @@ class Ticket:
             self.turn.cancel()
             self._turns.drop(self)
             return
-        if self._started is not None:  # a reply the engine wrote, not one that skipped it
+        if self._served:  # a reply the engine wrote, not one that skipped it
             self._turns.turn_ended(asyncio.get_running_loop().time())
         self._turns.release()
 
@@ -96,7 +96,7 @@ class DecodeTurns:
         return self._waiting.index(ticket) + 1 if ticket in self._waiting else 0
 
     def wait_estimate(self, place: int) -> int | None:
-        """Seconds until the reply at `place` gets its turn, or None before any turn ended."""
+        """Seconds until the reply at `place` gets its turn, or None with no gap measured."""
         if self._gap_seconds is None:
             return None
         return math.ceil(place * self._gap_seconds)
