@@ -25,6 +25,14 @@ application = ProtocolTypeRouter(
     }
 )
 
+from chatbot.serving.cluster import remote_serving  # noqa: E402
+
+if remote_serving() and settings.WEB_TORCH_THREADS:
+    # Here torch only embeds questions; the cores belong to the model server (settings).
+    import torch  # noqa: E402
+
+    torch.set_num_threads(settings.WEB_TORCH_THREADS)
+
 if settings.SERVING_WARMUP:
     # Chat model, then embedding model and knowledge index, before the first customer.
     from chatbot.serving.warmup import warmup_in_background  # noqa: E402

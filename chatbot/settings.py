@@ -285,6 +285,10 @@ MODEL_SERVER_KV_TOKENS = env_int("MODEL_SERVER_KV_TOKENS", 12288)
 # tokens/s, 8 chats 30 vs 17 in all). On a host busy with other jobs set 1: llama.cpp's
 # threads spin-wait, and 2 of them there decoded at 3-6 tokens/s (README "Model server").
 MODEL_SERVER_THREADS = env_int("MODEL_SERVER_THREADS", os.cpu_count() or 2)
+# torch threads in a web process whose replies come from model servers: there torch only
+# embeds customer questions (~7 ms each on one thread), and more threads would contend with
+# llama-server for the same cores in a burst. 0 = torch's default (every core).
+WEB_TORCH_THREADS = env_int("WEB_TORCH_THREADS", 1)
 MODEL_SERVER_FLASH_ATTN = env("MODEL_SERVER_FLASH_ATTN", "auto")
 MODEL_SERVER_MAX_MODELS = env_int("MODEL_SERVER_MAX_MODELS", 2)
 # llama-server's prompt cache in RAM (MiB, 0 = off): idle slots' prompts are kept there and a
