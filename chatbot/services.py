@@ -186,12 +186,20 @@ def reply_admit(*, conversation_id: uuid.UUID | None, session_key: str) -> None:
     if conversation_id in _replying or session_key in _replying.values():
         raise ChatInputError("busy", "Please wait until the current reply has finished.")
     if len(_replying) >= settings.SERVING_MAX_PENDING:
-        wait = settings.CHAT_OVERLOAD_RETRY_SECONDS
+        wait = overload_retry_seconds()
         raise ChatInputError(
             "overloaded",
             f"The assistant is answering many customers right now; try again in {wait} s.",
             retry_after=wait,
         )
+
+
+def overload_retry_seconds() -> int:
+    """The retry hint for a refused message: when a reply joining the line now would get its
+    turn, once the line's pace is measured (turns.py), else CHAT_OVERLOAD_RETRY_SECONDS."""
+    turns = decode_turns(decoding_slots)
+    estimate = turns.wait_estimate(turns.waiting + 1)
+    return max(1, estimate) if estimate is not None else settings.CHAT_OVERLOAD_RETRY_SECONDS
 
 
 def decoding_slots() -> int:

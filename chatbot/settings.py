@@ -421,7 +421,8 @@ CHAT_SESSION_RATE_LIMIT_SECONDS = env_float("CHAT_SESSION_RATE_LIMIT_SECONDS", 6
 CHAT_IP_RATE_LIMIT_MESSAGES = env_int("CHAT_IP_RATE_LIMIT_MESSAGES", 60)
 CHAT_IP_RATE_LIMIT_SECONDS = env_float("CHAT_IP_RATE_LIMIT_SECONDS", 60.0)
 # Replies queued or generating in one web process; beyond it customers get `overloaded`
-# with this retry hint (seconds).
+# with a retry hint: when a reply joining the line would get its turn, once the line's pace is
+# measured (chatbot/serving/turns.py), else this many seconds.
 SERVING_MAX_PENDING = env_int("SERVING_MAX_PENDING", 4 * SERVING_MAX_BATCH)
 CHAT_OVERLOAD_RETRY_SECONDS = env_int("CHAT_OVERLOAD_RETRY_SECONDS", 15)
 # The longest wait for the engine's next event (first token included) before the reply

@@ -108,3 +108,23 @@ async def test_a_reply_that_leaves_or_is_cancelled_frees_its_place_or_its_slot()
     await ticket.wait()
     ticket.leave()
     assert fresh == [] and turns.waiting == 0
+
+
+async def test_an_overloaded_customer_is_told_to_retry_when_a_place_would_come_up(settings):
+    from chatbot import services
+    from chatbot.serving.turns import decode_turns
+
+    settings.MODEL_SERVER_URL = ""
+    settings.SERVING_MAX_BATCH = 1
+    settings.CHAT_OVERLOAD_RETRY_SECONDS = 15
+    turns = decode_turns(services.decoding_slots)
+    assert services.overload_retry_seconds() == 15  # pace not measured yet: the setting
+    holder = await turns.join(listener([]))
+    line = [await turns.join(listener([])) for _ in range(3)]
+    # Turns end 4 s apart while three wait: a reply joining now would be 4th, about 16 s.
+    turns.turn_ended(100.0)
+    turns.turn_ended(104.0)
+    assert services.overload_retry_seconds() == 16
+    for ticket in line:
+        ticket.leave()
+    holder.leave()
