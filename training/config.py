@@ -129,6 +129,22 @@ class TrainConfig:
             "now (0.65 = APPROVED_VERBATIM_MIN_SCORE, same category 99 % of the time). 0 = off."
         ),
     )
+    nearest_min_similarity: float = field(
+        default=0.0,
+        metadata=_help(
+            "Imported corpus questions this close (MiniLM cosine) to a corrected question "
+            "train (or are held out) with the correction's answer: real customers' wordings "
+            "of it. 0 = off."
+        ),
+    )
+    nearest_margin: float = field(
+        default=0.03,
+        metadata=_help(
+            "How much closer such a question must be to its correction than to any question "
+            "corrected with another answer (MiniLM confuses 'how long to return' with 'how "
+            "long to arrive')."
+        ),
+    )
     eval_seed_share: float = field(
         default=0.12,
         metadata=_help("Share of seed rows in the frozen evaluation set (by id hash)."),

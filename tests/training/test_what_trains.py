@@ -189,6 +189,44 @@ def test_corpus_answers_a_correction_overrides_neither_train_nor_judge(
     assert policy_rows <= {r["id"] for split in off.values() for r in split}
 
 
+def test_corpus_questions_nearest_a_correction_train_with_its_answer(
+    data_dir, seed_corpus, tiny_cfg, agent
+):
+    """Real customers' wordings of a corrected question: the corpus rows asking it train (or
+    are held out) with the agents' answer instead of leaving training, and never keep their
+    old one. A question not clearly nearer one correction than another is left out."""
+    cfg = dataclasses.replace(
+        tiny_cfg, eval_seed_share=0.2, paraphrases_per_correction=0, nearest_min_similarity=0.65
+    )
+    refunds = "Refunds reach your card within 5 business days."
+    corrected(agent, "What's your returns policy?", RETURNS, key="k1")  # corpus rows: 0.92-0.95
+    corrected(agent, "What is your refund policy?", refunds, key="k2")  # the same rows: 0.74-0.79
+
+    def nearest(cfg, name):
+        split = rows(dataset_build(cfg=cfg, name=name))
+        trained = [r for r in split["train"] if r["source"] == "correction_nearest"]
+        held_out = [c for c in split["eval"] if c["id"].startswith("nearest:")]
+        asked = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in trained}
+        return split, trained, asked | {c["prompt"][0]["content"]: c["expected"] for c in held_out}
+
+    split, trained, asked = nearest(cfg, "nearest")
+    policy = {p + "What is your return policy?" for p in ("", "Hello, ", "Quick question: ")}
+    # "Hello, I want a refund for my purchase." is 0.62 to the refund question: too far.
+    refund = {p + "I want a refund for my purchase." for p in ("", "Quick question: ")}
+    assert asked == dict.fromkeys(policy, RETURNS) | dict.fromkeys(refund, refunds)
+    assert trained and {r["weight"] for r in trained} == {cfg.paraphrase_weight}
+    # None of them trains or is judged with the corpus's old answer any more.
+    seed_left = [r for r in split["train"] + split["validation"] if r["source"] == "seed"]
+    assert not (policy | refund) & user_texts(seed_left)
+    seed_cases = {c["prompt"][-1]["content"] for c in split["eval"] if c["kind"] == "seed"}
+    assert not (policy | refund) & seed_cases
+
+    # The return-policy rows are 0.16-0.19 nearer the returns question than the refund one;
+    # the refund rows 0.22-0.23 nearer theirs: a 0.2 margin keeps only the refund rows.
+    _, _, asked = nearest(dataclasses.replace(cfg, nearest_margin=0.2), "margin")
+    assert asked == dict.fromkeys(refund, refunds)
+
+
 def test_correction_paraphrases_train_or_are_held_out_never_both(
     data_dir, seed_corpus, tiny_cfg, agent, tiny_model, monkeypatch
 ):

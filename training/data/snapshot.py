@@ -33,7 +33,7 @@ from training.models import DatasetSnapshot
 log = logging.getLogger(__name__)
 SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
 PREFERENCES_FILE = "preferences.jsonl"
-CORRECTION_SOURCES = ("correction", "correction_paraphrase")
+CORRECTION_SOURCES = ("correction", "correction_paraphrase", "correction_nearest")
 
 
 class DatasetError(Exception):
@@ -112,6 +112,70 @@ def seed_superseded(
         for row, j, score in zip(seed_rows, best, scores.max(axis=1), strict=True)
         if score >= min_similarity
     }
+
+
+def corrections_nearest(
+    seed_rows: list[dict], corrections: list[dict], *, cfg: TrainConfig
+) -> tuple[list[dict], list[dict], dict]:
+    """(training rows, evaluation cases, report): imported corpus questions at least
+    `nearest_min_similarity` (MiniLM cosine) to a corrected question and `nearest_margin`
+    closer to it than to any question corrected with another answer, answered with that
+    correction. Real customers' wordings of what the agents corrected, split into training
+    and held-out cases like the model's paraphrases. 0 or less turns this off."""
+    report = {"rows": 0, "train": 0, "eval": 0, "min_similarity": cfg.nearest_min_similarity}
+    if not seed_rows or not corrections or cfg.nearest_min_similarity <= 0:
+        return [], [], report
+    from training.data.embed import texts_embed_cached
+
+    answers = [row["messages"][-1]["content"] for row in corrections]
+    asked = texts_embed_cached([row["messages"][-2]["content"] for row in corrections])
+    questions = texts_embed_cached([row["messages"][-2]["content"] for row in seed_rows])
+    rows, cases = [], []
+    for row, scores in zip(seed_rows, questions @ asked.T, strict=True):
+        best = int(scores.argmax())
+        other = max(
+            (
+                float(x)
+                for x, answer in zip(scores, answers, strict=True)
+                if answer != answers[best]
+            ),
+            default=-1.0,
+        )
+        if scores[best] < cfg.nearest_min_similarity or scores[best] - other < cfg.nearest_margin:
+            continue
+        correction = corrections[best]
+        text = slots_rewrite(row["messages"][-2]["content"])
+        norm = question_norm(text)
+        digest = hashlib.sha1(norm.encode()).hexdigest()[:10]
+        if stable_fraction(norm, "paraphrase") < cfg.paraphrase_eval_share:
+            cases.append(
+                {
+                    "id": f"nearest:{correction['correction_id']}:{digest}",
+                    "kind": "correction",
+                    "prompt": [{"role": "user", "content": text}],
+                    "expected": answers[best],
+                    "correction_id": correction["correction_id"],
+                    "topic": correction_topic(answers[best]),
+                    "answers_seed_row": row["id"],
+                }
+            )
+            continue
+        rows.append(
+            {
+                "id": f"nearest:{row['id']}",
+                "conversation_id": correction["conversation_id"],
+                "source": "correction_nearest",
+                "correction_id": correction["correction_id"],
+                "weight": max(1, cfg.paraphrase_weight),
+                "messages": [
+                    {"role": "user", "content": text},
+                    {"role": "assistant", "content": answers[best]},
+                ],
+                "answers_seed_row": row["id"],
+            }
+        )
+    report.update(rows=len(rows) + len(cases), train=len(rows), eval=len(cases))
+    return rows, cases, report
 
 
 def correction_paraphrases(
@@ -262,16 +326,23 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
     superseded = seed_superseded(
         seed_rows, corrections, min_similarity=cfg.supersede_min_similarity
     )
+    nearest_rows, nearest_cases, nearest_report = corrections_nearest(
+        seed_rows, corrections, cfg=cfg
+    )
+    # A corpus row a correction answers now never also trains with its old answer.
+    for row in nearest_rows + nearest_cases:
+        superseded.setdefault(row.pop("answers_seed_row"), row["correction_id"])
     eval_superseded = sum(
         1 for pk in superseded if stable_fraction(pk, "eval") < cfg.eval_seed_share
     )
     seed_rows = [row for row in seed_rows if row["id"] not in superseded]
+    correction_cases += nearest_cases
     lap("supersede")
 
     eval_ids = {
         row["id"] for row in seed_rows if stable_fraction(row["id"], "eval") < cfg.eval_seed_share
     }
-    examples = correction_rows + paraphrase_rows + seed_rows + conversation_rows
+    examples = correction_rows + paraphrase_rows + nearest_rows + seed_rows + conversation_rows
     kept, cleaning = examples_clean(
         examples,
         max_turn_chars=cfg.max_turn_chars,
@@ -310,6 +381,7 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
             "preference_pairs": len(raw_pairs),
         },
         "paraphrases": paraphrase_report,
+        "nearest_questions": nearest_report,
         # Corpus rows a correction answers differently: left out of training and evaluation.
         "superseded": {
             "seed_rows": len(superseded),
@@ -363,6 +435,8 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
             "paraphrase_eval_share",
             "eval_seed_share",
             "supersede_min_similarity",
+            "nearest_min_similarity",
+            "nearest_margin",
             "seed",
         )
     }
