@@ -86,7 +86,7 @@ WEIGHT_BY_SOURCE = {
 # --- pack (here) ------------------------------------------------------------------------
 
 
-def pack(data_dir: Path, out: Path) -> None:
+def pack(data_dir: Path, out: Path, parent_number: int = 0) -> None:
     """Write PACK/ from a bench-loop data folder whose newest snapshot holds the corrections."""
     import shutil
 
@@ -107,7 +107,12 @@ def pack(data_dir: Path, out: Path) -> None:
     from training.train import _previous_keys, parent_meta, system_prompt_for_training
 
     snapshot = snapshot_get(None)
-    active = ModelVersion.objects.filter(status="active").order_by("-number").first()
+    versions = ModelVersion.objects.order_by("-number")
+    if parent_number:
+        versions = versions.filter(number=parent_number)
+    else:
+        versions = versions.filter(status="active")
+    active = versions.first()
     if active is None or not active.artifact_path:
         raise SystemExit("No active fine-tuned version to start from.")
     previous = _previous_keys(parent_meta(active.artifact_path))
@@ -431,6 +436,7 @@ def main() -> None:
     p = sub.add_parser("pack")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--pack", required=True)
+    p.add_argument("--parent-version", type=int, default=0, help="default: the active one")
     r = sub.add_parser("run")
     r.add_argument("--pack", required=True)
     r.add_argument("--out", required=True)
@@ -440,7 +446,7 @@ def main() -> None:
     s.add_argument("--result", required=True)
     args = parser.parse_args()
     if args.step == "pack":
-        pack(Path(args.data_dir), Path(args.pack))
+        pack(Path(args.data_dir), Path(args.pack), args.parent_version)
     elif args.step == "run":
         run(Path(args.pack), Path(args.out), args.budget)
     else:
