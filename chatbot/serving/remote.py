@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import ssl
-import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,12 +28,12 @@ from chatbot.serving.engine import (
     copy_token_ids,
     copy_used_up,
 )
+from chatbot.serving.loading import MODEL_LOAD_LOCK
 from chatbot.serving.model_server import auth_headers, model_id
 from chatbot.serving.versions import ServingTarget
 
 log = logging.getLogger(__name__)
 
-_tokenizer_lock = threading.Lock()
 
 # llama.cpp's suggested DRY strength (its README); 1.1x token penalty over the prompt's tail
 # scored worse on the seed cases (README "Model server").
@@ -56,9 +55,10 @@ def _tls_context() -> ssl.SSLContext:
 
 
 def _tokenizer(path: str):
-    # One lock around import and load: transformers' lazy imports race when many replies
-    # start at once in pool threads.
-    with _tokenizer_lock:
+    # The process's one lock around transformers' imports and loads: its lazy imports race
+    # when many replies start at once in pool threads, and with the embedding model's load
+    # (a burst's first questions once failed with "cannot import name 'AutoModel'").
+    with MODEL_LOAD_LOCK:
         return _tokenizer_load(path)
 
 

@@ -110,6 +110,26 @@ def test_models_loading_at_once_in_two_threads_keep_their_own_dtypes(tiny_model_
     assert embedding.texts_embed(["hello"]).shape == (1, embedding.DIMENSION)
 
 
+def test_the_model_servers_tokenizer_loads_under_the_one_model_load_lock(tiny_model_dir):
+    """A web process in front of a model server loads its tokenizer in reply threads while
+    another thread loads the embedding model: both go through transformers' lazy imports,
+    which race (a bench's first question failed with "cannot import name 'AutoModel'"), so
+    the tokenizer waits for the same lock as every model load."""
+    from chatbot.serving import remote
+    from chatbot.serving.loading import MODEL_LOAD_LOCK
+
+    remote._tokenizer_load.cache_clear()
+    loaded = threading.Event()
+    with MODEL_LOAD_LOCK:
+        thread = threading.Thread(
+            target=lambda: (remote._tokenizer(str(tiny_model_dir)), loaded.set())
+        )
+        thread.start()
+        assert not loaded.wait(0.5)  # held back while another load holds the lock
+    assert loaded.wait(60)
+    thread.join()
+
+
 def test_an_internal_engine_error_fails_its_chats_and_the_engine_serves_on(
     tiny_loaded, monkeypatch
 ):
