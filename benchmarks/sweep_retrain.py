@@ -423,7 +423,7 @@ def score(pack_dir: Path, result: Path) -> None:
         ) / len(expected)
         train = v.get("train", {})
         rows.append(
-            f"{v['name']:<28} {cells[0]}  {cells[1]}  control {leaked}/{len(v['control'])}  "
+            f"{v['name']:<28} {'  '.join(cells)}  control {leaked}/{len(v['control'])}  "
             f"seed sim {similarity:.3f} rougeL {rouge:.3f}  steps {train.get('steps', 0)} "
             f"loss {train.get('loss_last', 0):.2f}  {v['seconds']} s"
         )

@@ -264,11 +264,12 @@ def sft_trainer_build(
     checkpoints_dir: Path,
     bf16: bool,
     callbacks: list,
+    grouped: bool = True,
 ):
-    """A transformers Trainer for SFT: length-bucketed batches (little padding), loss on the
-    labelled (assistant) tokens only (`assistant_loss`), validation + checkpoint every
-    `eval_steps`, best model kept
-    (without validation features: no validation, no checkpoints, as for benchmarking)."""
+    """A transformers Trainer for SFT: length-bucketed batches (little padding), or batches
+    drawn at random with `grouped` False; loss on the labelled (assistant) tokens only
+    (`assistant_loss`), validation + checkpoint every `eval_steps`, best model kept (without
+    validation features: no validation, no checkpoints, as for benchmarking)."""
     import torch
     from datasets import Dataset
     from transformers import TrainingArguments
@@ -291,7 +292,7 @@ def sft_trainer_build(
         max_grad_norm=cfg.max_grad_norm,
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="group_by_length" if grouped else "random",
         length_column_name="length",
         eval_strategy="steps" if val_features else "no",
         eval_steps=cfg.eval_steps,
@@ -390,6 +391,7 @@ def finetune(
         work, {"config": cfg.to_dict(), "snapshot": snapshot.name, "parent": str(parent_artifact)}
     )
     bf16 = cfg.bf16 and bf16_usable()
+    mixed = incremental and cfg.incremental_mixed_batches
 
     # --- SFT --------------------------------------------------------------------------------
     callbacks = [_progress_callback(progress, "sft")]
@@ -404,6 +406,7 @@ def finetune(
         checkpoints_dir=work / "checkpoints",
         bf16=bf16,
         callbacks=callbacks,
+        grouped=not mixed,
     )
     report({"phase": "sft", "event": "start", "train_examples": len(train_features)})
     # An incremental run skips the first validation: it is short, and the gate judges it.
@@ -431,6 +434,7 @@ def finetune(
         "eval_examples": len(val_features),
         "train_tokens": sum(f["length"] for f in train_features),
         "replay": mix,
+        "batches": "random" if mixed else "length-grouped",
         "bf16": bf16,
     }
 

@@ -183,6 +183,7 @@ def test_an_incremental_run_trains_on_new_rows_and_a_replay_sample(
 ):
     first = run_execute(queued_run().pk).candidate
     assert first.metrics["training"]["replay"]["mode"] == "full"
+    assert first.metrics["training"]["batches"] == "length-grouped"
     if first.status != "active":  # this test is about the data mix, not the gate
         version_promote(version_id=first.pk, actor="test", reason="setup", override=True)
     new_rows = [
@@ -206,8 +207,11 @@ def test_an_incremental_run_trains_on_new_rows_and_a_replay_sample(
     assert mix["new"] == len(new_keys - old_keys) >= 1
     assert mix["replayed"] == 5 and mix["replay_pool"] == len(new_keys & old_keys)
     assert training["train_examples"] == mix["new"] + mix["replayed"]
-    # The candidate keeps 0.8 of its change over the parent (TRAINING_INCREMENTAL_KEEP).
-    assert training["kept_of_change"] == 0.8
+    # Batches drawn at random mix the new rows with replayed ones (length-grouped batches
+    # put the short correction rows together).
+    assert training["batches"] == "random"
+    # The candidate keeps 0.9 of its change over the parent (TRAINING_INCREMENTAL_KEEP).
+    assert training["kept_of_change"] == 0.9
     assert run.candidate.parent == first
 
 
