@@ -8,6 +8,9 @@ questions (written for this sweep) and the seed cases; the benchmark's own held-
 paraphrases (`test`) are reported too but are the benchmark's, so a setting chosen here is
 confirmed by `bench_loop.py --from-corrections --retrain-env ...` on 2 cores.
 
+`run` repeats the training step and the blend in a few lines instead of calling
+training/train.py: that module needs Django and its settings, which the GPU machine lacks.
+
 Three steps:
   pack   (here, Django): from a kept bench-loop data folder (`--data-dir` of bench_loop.py,
          after its retrain's data stage), write PACK/: the base GGUF, the parent adapter, the

@@ -92,6 +92,15 @@ def seed_eval_case(row: dict) -> dict:
     }
 
 
+def question_scores(seed_rows: list[dict], corrections: list[dict]):
+    """(seed rows x corrections) MiniLM cosines of their last customer questions."""
+    from training.data.embed import texts_embed_cached
+
+    asked = texts_embed_cached([row["messages"][-2]["content"] for row in corrections])
+    questions = texts_embed_cached([row["messages"][-2]["content"] for row in seed_rows])
+    return questions @ asked.T
+
+
 def seed_superseded(
     seed_rows: list[dict], corrections: list[dict], *, min_similarity: float
 ) -> dict[str, int]:
@@ -101,11 +110,7 @@ def seed_superseded(
     nor judges the model as a seed evaluation case. 0 or less turns this off."""
     if not seed_rows or not corrections or min_similarity <= 0:
         return {}
-    from training.data.embed import texts_embed_cached
-
-    asked = texts_embed_cached([row["messages"][-2]["content"] for row in corrections])
-    questions = texts_embed_cached([row["messages"][-2]["content"] for row in seed_rows])
-    scores = questions @ asked.T
+    scores = question_scores(seed_rows, corrections)
     best = scores.argmax(axis=1)
     return {
         row["id"]: corrections[int(j)]["correction_id"]
@@ -125,13 +130,9 @@ def corrections_nearest(
     report = {"rows": 0, "train": 0, "eval": 0, "min_similarity": cfg.nearest_min_similarity}
     if not seed_rows or not corrections or cfg.nearest_min_similarity <= 0:
         return [], [], report
-    from training.data.embed import texts_embed_cached
-
     answers = [row["messages"][-1]["content"] for row in corrections]
-    asked = texts_embed_cached([row["messages"][-2]["content"] for row in corrections])
-    questions = texts_embed_cached([row["messages"][-2]["content"] for row in seed_rows])
     rows, cases = [], []
-    for row, scores in zip(seed_rows, questions @ asked.T, strict=True):
+    for row, scores in zip(seed_rows, question_scores(seed_rows, corrections), strict=True):
         best = int(scores.argmax())
         other = max(
             (
