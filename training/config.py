@@ -84,8 +84,9 @@ class TrainConfig:
     incremental_mixed_batches: bool = field(
         default=True,
         metadata=_help(
-            "Incremental runs draw batches at random, so every batch mixes new rows with "
-            "replayed ones; 0 = length-grouped batches as in full runs (they put the short "
+            "Incremental runs draw each step's rows at random, so every update mixes new rows "
+            "with replayed ones (split into micro-batches by length, for less padding); "
+            "0 = length-grouped batches as in full runs (they put the short "
             "correction rows together, and the run spilled the corrections into other answers)."
         ),
     )

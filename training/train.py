@@ -251,6 +251,12 @@ def _trainer_class():
             loss = assistant_loss(model, inputs, num_items_in_batch)
             return (loss, {"loss": loss}) if return_outputs else loss
 
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if hasattr(sampler, "set_epoch"):  # BatchRebalanceSampler: the run's seed, not 42
+                sampler.seed = self.args.data_seed or self.args.seed
+            return sampler
+
     return AssistantLossTrainer
 
 
@@ -266,8 +272,10 @@ def sft_trainer_build(
     callbacks: list,
     grouped: bool = True,
 ):
-    """A transformers Trainer for SFT: length-bucketed batches (little padding), or batches
-    drawn at random with `grouped` False; loss on the labelled (assistant) tokens only
+    """A transformers Trainer for SFT: length-bucketed batches (little padding), or with
+    `grouped` False each optimizer step's rows drawn at random and split into micro-batches by
+    length (`batch_rebalance`: the same update as random batches, less padding); loss on the
+    labelled (assistant) tokens only
     (`assistant_loss`), validation + checkpoint every `eval_steps`, best model kept (without
     validation features: no validation, no checkpoints, as for benchmarking)."""
     import torch
@@ -292,7 +300,7 @@ def sft_trainer_build(
         max_grad_norm=cfg.max_grad_norm,
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
-        train_sampling_strategy="group_by_length" if grouped else "random",
+        train_sampling_strategy="group_by_length" if grouped else "batch_rebalance",
         length_column_name="length",
         eval_strategy="steps" if val_features else "no",
         eval_steps=cfg.eval_steps,
@@ -434,7 +442,7 @@ def finetune(
         "eval_examples": len(val_features),
         "train_tokens": sum(f["length"] for f in train_features),
         "replay": mix,
-        "batches": "random" if mixed else "length-grouped",
+        "batches": "random, split by length within a step" if mixed else "length-grouped",
         "bf16": bf16,
     }
 

@@ -209,7 +209,7 @@ def test_an_incremental_run_trains_on_new_rows_and_a_replay_sample(
     assert training["train_examples"] == mix["new"] + mix["replayed"]
     # Batches drawn at random mix the new rows with replayed ones (length-grouped batches
     # put the short correction rows together).
-    assert training["batches"] == "random"
+    assert training["batches"] == "random, split by length within a step"
     # The candidate keeps 0.9 of its change over the parent (TRAINING_INCREMENTAL_KEEP).
     assert training["kept_of_change"] == 0.9
     assert run.candidate.parent == first

@@ -227,3 +227,71 @@ def test_an_incremental_candidate_keeps_its_share_of_the_change(
             assert torch.allclose(value.float(), saved[key].float() + keep, atol=1e-2), key
     with pytest.raises(TrainingError, match="between 0 and 1"):
         adapter_blend(trained_model(), parent, keep=1.5)
+
+
+def test_mixed_batches_draw_each_step_at_random_and_split_it_by_length(
+    tiny_model_dir, tiny_cfg, tmp_path
+):
+    """Incremental runs: every optimizer step is a random draw of rows (new and replayed
+    mixed, as with random batches), its micro-batches cut by length so they pad less."""
+    import random
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.train import sft_trainer_build
+
+    tiny_cfg.grad_accum, tiny_cfg.epochs = 2, 1
+    rng = random.Random(3)
+    short = [rng.randint(20, 40) for _ in range(40)]  # corrections and their paraphrases
+    long = [rng.randint(200, 300) for _ in range(40)]  # replayed corpus rows
+    features = [
+        {"input_ids": [1] * n, "labels": [1] * n, "length": n, "kind": kind}
+        for kind, lengths in (("short", short), ("long", long))
+        for n in lengths
+    ]
+
+    def steps(grouped: bool) -> list[list[list[dict]]]:
+        trainer = sft_trainer_build(
+            tiny_cfg,
+            model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+            tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir),
+            train_features=features,
+            val_features=[],
+            checkpoints_dir=tmp_path / f"checkpoints-{grouped}",
+            bf16=False,
+            callbacks=[],
+            grouped=grouped,
+        )
+        by_length = {}
+        for f in features:
+            by_length.setdefault(f["length"], []).append(f)
+        micro = [
+            [by_length[int(n)][0] for n in batch["attention_mask"].sum(dim=1)]
+            for batch in trainer.get_train_dataloader()
+        ]
+        return [micro[i : i + 2] for i in range(0, len(micro), 2)]
+
+    mixed = steps(grouped=False)
+    rows = [f for step in mixed for batch in step for f in batch]
+    assert len(rows) == len(features) and all(len(step) == 2 for step in mixed)
+    assert sum(len(b) for b in mixed[0]) == 8  # batch_size 4 x grad_accum 2 rows per step
+    # Each step's micro-batches are cut by length: one holds its shortest rows.
+    for first, second in mixed:
+        shorter, longer = sorted((first, second), key=lambda b: max(f["length"] for f in b))
+        assert max(f["length"] for f in shorter) <= min(f["length"] for f in longer)
+    # The steps mix kinds: length-grouped batches keep them apart.
+    kinds_per_step = [{f["kind"] for batch in step for f in batch} for step in mixed]
+    assert sum(len(k) == 2 for k in kinds_per_step) >= 7
+    grouped = steps(grouped=True)
+    assert sum(len({f["kind"] for b in s for f in b}) == 2 for s in grouped) <= 3
+
+    def padded(all_steps):
+        return sum(len(b) * max(f["length"] for f in b) for s in all_steps for b in s)
+
+    # Less padding than the same steps cut into 4-row batches at random.
+    random_split = []
+    for step in mixed:
+        step_rows = [f for batch in step for f in batch]
+        rng.shuffle(step_rows)
+        random_split.append([step_rows[:4], step_rows[4:]])
+    assert padded(mixed) < 0.9 * padded(random_split)
