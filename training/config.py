@@ -155,6 +155,13 @@ class TrainConfig:
             "rows through with the returns answer in bench-loop; 0.06 none)."
         ),
     )
+    nearest_eval_share: float = field(
+        default=0.34,
+        metadata=_help(
+            "Share of those corpus questions held out as the correction's evaluation cases "
+            "(by hash; the rest train); 1 = all judge the gate, none train."
+        ),
+    )
     eval_seed_share: float = field(
         default=0.12,
         metadata=_help("Share of seed rows in the frozen evaluation set (by id hash)."),

@@ -226,6 +226,11 @@ def test_corpus_questions_nearest_a_correction_train_with_its_answer(
     _, _, asked = nearest(dataclasses.replace(cfg, nearest_margin=0.2), "margin")
     assert asked == dict.fromkeys(refund, refunds)
 
+    # All held out: every one judges the gate as a correction case, none trains.
+    split, trained, asked = nearest(dataclasses.replace(cfg, nearest_eval_share=1), "eval-only")
+    assert not trained and asked == dict.fromkeys(policy, RETURNS) | dict.fromkeys(refund, refunds)
+    assert not (policy | refund) & user_texts(split["train"] + split["validation"])
+
 
 def test_correction_paraphrases_train_or_are_held_out_never_both(
     data_dir, seed_corpus, tiny_cfg, agent, tiny_model, monkeypatch

@@ -126,7 +126,7 @@ def corrections_nearest(
     `nearest_min_similarity` (MiniLM cosine) to a corrected question and `nearest_margin`
     closer to it than to any question corrected with another answer, answered with that
     correction. Real customers' wordings of what the agents corrected, split into training
-    and held-out cases like the model's paraphrases. 0 or less turns this off."""
+    and held-out cases by `nearest_eval_share`. 0 or less turns this off."""
     report = {"rows": 0, "train": 0, "eval": 0, "min_similarity": cfg.nearest_min_similarity}
     if not seed_rows or not corrections or cfg.nearest_min_similarity <= 0:
         return [], [], report
@@ -148,7 +148,7 @@ def corrections_nearest(
         text = slots_rewrite(row["messages"][-2]["content"])
         norm = question_norm(text)
         digest = hashlib.sha1(norm.encode()).hexdigest()[:10]
-        if stable_fraction(norm, "paraphrase") < cfg.paraphrase_eval_share:
+        if stable_fraction(norm, "paraphrase") < cfg.nearest_eval_share:
             cases.append(
                 {
                     "id": f"nearest:{correction['correction_id']}:{digest}",
@@ -438,6 +438,7 @@ def dataset_build(*, cfg: TrainConfig, name: str = "") -> DatasetSnapshot:
             "supersede_min_similarity",
             "nearest_min_similarity",
             "nearest_margin",
+            "nearest_eval_share",
             "seed",
         )
     }
