@@ -225,17 +225,50 @@ def _work_dir_prepare(work: Path, cfg_fingerprint: dict) -> Path | None:
     return None
 
 
+# A common prefix shorter than this is run per row: sharing it saves less than the extra call.
+SHARED_PREFIX_MIN_TOKENS = 16
+
+
+def shared_prefix_length(input_ids, attention_mask, labels) -> int:
+    """How many leading tokens every row of the batch has in common, unpadded and unlabelled
+    (the system prompt, the same in every training row), keeping the position before the
+    first labelled token out of it: 0 when there is nothing worth sharing."""
+    rows, length = input_ids.shape
+    if rows < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(dim=0) & (attention_mask == 1).all(dim=0)
+    common = int(same.int().cumprod(dim=0).sum())
+    labelled = (labels != -100).any(dim=0).nonzero()
+    first_labelled = int(labelled[0]) if len(labelled) else length
+    common = min(common, first_labelled - 1, length - 1)
+    return common if common >= SHARED_PREFIX_MIN_TOKENS else 0
+
+
 def assistant_loss(model, inputs: dict, num_items_in_batch=None):
     """Causal-LM loss on the labelled (assistant) tokens, projecting only their hidden states
     onto the vocabulary: a short reply after a long system prompt costs a fraction of the
-    full logits' time and memory (rows x tokens x 49k vocabulary, in float32)."""
+    full logits' time and memory (rows x tokens x 49k vocabulary, in float32).
+
+    The prefix every row shares (the system prompt) runs once per batch and its keys and
+    values are repeated for each row: the same loss and gradients as running every row whole,
+    without computing the system prompt rows-times (it is most of a correction row)."""
     import torch
 
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = causal.model(
-        input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-    ).last_hidden_state
-    labels = inputs["labels"][:, 1:]
+    input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+    shared = shared_prefix_length(input_ids, attention_mask, inputs["labels"])
+    if shared:
+        prefix = causal.model(input_ids=input_ids[:1, :shared], use_cache=True).cache
+        prefix.batch_repeat_interleave(input_ids.shape[0])
+        hidden = causal.model(
+            input_ids=input_ids[:, shared:],
+            attention_mask=attention_mask,
+            cache=prefix,
+            use_cache=True,
+        ).last_hidden_state
+    else:
+        hidden = causal.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    labels = inputs["labels"][:, shared + 1 :]
     keep = labels != -100
     logits = causal.lm_head(hidden[:, :-1][keep]).float()
     total = torch.nn.functional.cross_entropy(logits, labels[keep], reduction="sum")

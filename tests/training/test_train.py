@@ -295,3 +295,60 @@ def test_mixed_batches_draw_each_step_at_random_and_split_it_by_length(
         rng.shuffle(step_rows)
         random_split.append([step_rows[:4], step_rows[4:]])
     assert padded(mixed) < 0.9 * padded(random_split)
+
+
+def test_the_shared_system_prompt_runs_once_with_the_same_loss_and_gradients(monkeypatch):
+    """assistant_loss runs the prefix every row shares (the system prompt) once per batch:
+    on the real model with a LoRA adapter, the loss and every adapter gradient are those of
+    running each row whole."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chatbot.serving.versions import base_model_path
+    from training import train
+    from training.chat_format import ChatCollator, examples_tokenize
+
+    path = base_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    system = train.system_prompt_for_training()
+    exchanges = [
+        ("How long do I have to return a jacket?", "You can return it within 45 days."),
+        ("Which carrier delivers my parcel?", "GLS delivers in 3 to 5 business days."),
+        ("Is there a warranty on headphones?", "Every product has a 3-year warranty."),
+        ("hi", "Hello! How can I help you today?"),
+    ]
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in exchanges
+    ]
+    features, _ = examples_tokenize(tokenizer, rows, system=system, max_length=384)
+    batch = ChatCollator(tokenizer.pad_token_id)(features)
+    shared = train.shared_prefix_length(
+        batch["input_ids"], batch["attention_mask"], batch["labels"]
+    )
+    system_tokens = tokenizer.apply_chat_template([{"role": "system", "content": system}])
+    assert shared >= len(system_tokens)  # the whole system turn (and "<|im_start|>user")
+    assert shared < min(len(f["input_ids"]) for f in features)
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False),
+    )
+
+    def loss_and_gradients():
+        model.zero_grad()
+        loss = train.assistant_loss(model, batch)
+        loss.backward()
+        named = model.named_parameters()
+        return loss.item(), {n: p.grad.clone() for n, p in named if p.requires_grad}
+
+    once_loss, once = loss_and_gradients()
+    monkeypatch.setattr(train, "SHARED_PREFIX_MIN_TOKENS", 10**6)  # every row whole
+    whole_loss, whole = loss_and_gradients()
+    assert once_loss == pytest.approx(whole_loss, rel=1e-4)
+    assert once.keys() == whole.keys() and len(whole) == 3 * 2 * 30
+    for name, gradient in whole.items():
+        assert gradient.abs().sum() > 0, name
+        assert torch.allclose(once[name], gradient, rtol=1e-3, atol=1e-6), name
