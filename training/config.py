@@ -139,11 +139,11 @@ class TrainConfig:
         ),
     )
     nearest_min_similarity: float = field(
-        default=0.0,
+        default=0.65,
         metadata=_help(
             "Imported corpus questions this close (MiniLM cosine) to a corrected question "
-            "train (or are held out) with the correction's answer: real customers' wordings "
-            "of it. 0 = off."
+            "answer to the correction: real customers' wordings of it, held out as the gate's "
+            "correction cases (or trained, see nearest_eval_share). 0 = off."
         ),
     )
     nearest_margin: float = field(
@@ -156,10 +156,12 @@ class TrainConfig:
         ),
     )
     nearest_eval_share: float = field(
-        default=0.34,
+        default=1.0,
         metadata=_help(
             "Share of those corpus questions held out as the correction's evaluation cases "
-            "(by hash; the rest train); 1 = all judge the gate, none train."
+            "(by hash; the rest train with the correction's answer). 1 = all judge the gate "
+            "and none train: training them spilled into general answers (seed similarity "
+            "-0.029 in bench-loop)."
         ),
     )
     eval_seed_share: float = field(

@@ -160,7 +160,10 @@ def test_corpus_answers_a_correction_overrides_neither_train_nor_judge(
 ):
     """The corpus says "thirty days"; the shop's agents say 60. The corpus rows asking that
     question leave training and the evaluation set; the others stay."""
-    cfg = dataclasses.replace(tiny_cfg, eval_seed_share=0.5, paraphrases_per_correction=0)
+    # Supersede alone: the nearest questions (next test) would take these rows as cases.
+    cfg = dataclasses.replace(
+        tiny_cfg, eval_seed_share=0.5, paraphrases_per_correction=0, nearest_min_similarity=0
+    )
     before = rows(dataset_build(cfg=cfg, name="before"))
     policy_rows = {
         r["id"]
@@ -196,7 +199,11 @@ def test_corpus_questions_nearest_a_correction_train_with_its_answer(
     are held out) with the agents' answer instead of leaving training, and never keep their
     old one. A question not clearly nearer one correction than another is left out."""
     cfg = dataclasses.replace(
-        tiny_cfg, eval_seed_share=0.2, paraphrases_per_correction=0, nearest_min_similarity=0.65
+        tiny_cfg,
+        eval_seed_share=0.2,
+        paraphrases_per_correction=0,
+        nearest_min_similarity=0.65,
+        nearest_eval_share=0.34,
     )
     refunds = "Refunds reach your card within 5 business days."
     corrected(agent, "What's your returns policy?", RETURNS, key="k1")  # corpus rows: 0.92-0.95
