@@ -141,8 +141,8 @@ class TrainConfig:
     nearest_min_similarity: float = field(
         default=0.65,
         metadata=_help(
-            "Imported corpus questions this close (MiniLM cosine) to a corrected question "
-            "answer to the correction: real customers' wordings of it, held out as the gate's "
+            "Imported corpus questions this close (MiniLM cosine) to a corrected question take "
+            "the correction's answer: real customers' wordings of it, held out as the gate's "
             "correction cases (or trained, see nearest_eval_share). 0 = off."
         ),
     )
