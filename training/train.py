@@ -278,6 +278,7 @@ def assistant_loss(model, inputs: dict, num_items_in_batch=None):
 
 def _trainer_class():
     from transformers import Trainer
+    from transformers.trainer_pt_utils import BatchRebalanceSampler
 
     class AssistantLossTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -286,7 +287,7 @@ def _trainer_class():
 
         def _get_train_sampler(self, train_dataset=None):
             sampler = super()._get_train_sampler(train_dataset)
-            if hasattr(sampler, "set_epoch"):  # BatchRebalanceSampler: the run's seed, not 42
+            if isinstance(sampler, BatchRebalanceSampler):  # the run's seed, not always 42
                 sampler.seed = self.args.data_seed or self.args.seed
             return sampler
 
