@@ -402,6 +402,9 @@ TRAINING_MIN_EXAMPLES = env_int("TRAINING_MIN_EXAMPLES", 50)
 TRAINING_EVAL_CASES = env_int("TRAINING_EVAL_CASES", 200)
 TRAINING_EVAL_MAX_NEW_TOKENS = env_int("TRAINING_EVAL_MAX_NEW_TOKENS", 64)
 TRAINING_EVAL_BATCH_SIZE = env_int("TRAINING_EVAL_BATCH_SIZE", 16)
+# Where model servers serve: score versions on their GGUF in llama-server, as customers get
+# them (False: the in-process bf16/float32 engine, as without a model server).
+TRAINING_EVAL_SERVED = env_bool("TRAINING_EVAL_SERVED", True)
 # A correction or regression case passes at this MiniLM similarity to the correction.
 TRAINING_CORRECTIONS_MIN_SIMILARITY = env_float("TRAINING_CORRECTIONS_MIN_SIMILARITY", 0.6)
 # Forgetting check: seed-case similarity and ROUGE-L may drop by at most this much.

@@ -43,6 +43,7 @@ class EvalReport:
     max_new_tokens: int
     seconds: float
     bf16: bool = False
+    engine: str = ""  # what wrote the replies: "bf16", "float32", "llama.cpp Q8_0"
     samples: list[dict] = field(default_factory=list)
     # One record per case, in case order: {"id", "kind", "correction_id", "topic",
     # "semantic_similarity", "rouge_l", "token_f1", "safety": [failed checks]}.
@@ -300,9 +301,33 @@ def evaluate_artifact(
         batch_size=batch_size,
         progress=progress,
     )
+    return _report(
+        str(artifact_path),
+        cases,
+        replies,
+        system=system,
+        max_new_tokens=max_new_tokens,
+        started=started,
+        val_loss=val_loss,
+        bf16=bf16,
+    )
+
+
+def _report(
+    artifact: str,
+    cases: list[dict],
+    replies: list[str],
+    *,
+    system: str,
+    max_new_tokens: int,
+    started: float,
+    val_loss: float | None = None,
+    bf16: bool = False,
+    engine: str = "",
+) -> EvalReport:
     per_case = cases_score(cases, replies, system=system)
     return EvalReport(
-        artifact=str(artifact_path),
+        artifact=artifact,
         cases=len(cases),
         val_loss=round(val_loss, 4) if val_loss is not None else None,
         perplexity=round(math.exp(val_loss), 3) if val_loss is not None else None,
@@ -313,6 +338,7 @@ def evaluate_artifact(
         max_new_tokens=max_new_tokens,
         seconds=round(time.monotonic() - started, 1),
         bf16=bf16,
+        engine=engine or ("bf16" if bf16 else "float32"),
         per_case=per_case,
         # With the case's ids, so deleting a customer's data can find their samples.
         samples=[
@@ -325,6 +351,87 @@ def evaluate_artifact(
             }
             for c, r in list(zip(cases, replies, strict=True))[:3]
         ],
+    )
+
+
+def replies_from_server(
+    url: str,
+    prompts: list[list[int]],
+    params,
+    *,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Greedy replies of a llama-server to prompts given as token ids, in prompt order, with
+    the sampling customers' replies get (`chatbot.serving.remote.completion_request`); as
+    many requests at once as the server has slots (its continuous batching does the rest)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from chatbot.serving.model_server import auth_headers
+    from chatbot.serving.remote import completion_request
+
+    # A fresh connection per request: llama-server may drop a kept-alive one unannounced.
+    headers = {**auth_headers(), "Connection": "close"}
+    done = 0
+
+    def one(ids: list[int]) -> str:
+        body = {**completion_request(ids, "", params), "stream": False}
+        response = httpx.post(f"{url}/completion", json=body, headers=headers, timeout=600)
+        response.raise_for_status()
+        return str(response.json()["content"]).replace("\x00", "").strip()
+
+    replies: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, settings.MODEL_SERVER_SLOTS)) as pool:
+        for reply in pool.map(one, prompts):
+            replies.append(reply)
+            done += 1
+            if progress and (done % 8 == 0 or done == len(prompts)):
+                progress({"done": done, "total": len(prompts)})
+    return replies
+
+
+def evaluate_served(
+    target,
+    *,
+    cases: list[dict],
+    max_new_tokens: int = 64,
+    progress: Progress | None = None,
+) -> EvalReport:
+    """Score a version as customers get it: its GGUF (`MODEL_SERVER_QUANT`) on a llama-server
+    of its own with the serving engine's settings, prompts made and cut as the gateway makes
+    them, the serving sampling. `target` is a chatbot.serving.versions.ServingTarget.
+    Raises chatbot.serving.model_server.ConversionError when the GGUF cannot be made."""
+    from dataclasses import replace
+
+    from chatbot.serving.gateway import default_params
+    from chatbot.serving.model_server import gguf_ensure, server_private
+    from chatbot.serving.remote import prompt_ids
+    from training.train import system_prompt_for_training
+
+    started = time.monotonic()
+    cases = [case_from_row(c) if "messages" in c else c for c in cases]
+    cases = [c for c in cases if c["prompt"] and c["prompt"][-1]["role"] == "user"]
+    if not cases:
+        raise ValueError("No evaluation cases ending in a customer message.")
+    system = system_prompt_for_training()
+    # Greedy whatever the shop samples with: a version's scores are kept for its next runs.
+    params = replace(default_params(), max_new_tokens=max_new_tokens, temperature=0.0)
+    prompts = [
+        prompt_ids([{"role": "system", "content": system}, *c["prompt"]], target, params)
+        for c in cases
+    ]
+    model = gguf_ensure(target)
+    with server_private(model) as url:
+        replies = replies_from_server(url, prompts, params, progress=progress)
+    return _report(
+        str(model),
+        cases,
+        replies,
+        system=system,
+        max_new_tokens=max_new_tokens,
+        started=started,
+        engine=f"llama.cpp {settings.MODEL_SERVER_QUANT}",
     )
 
 

@@ -158,43 +158,54 @@ def evaluation_metrics(per_case: list[dict], *, corrections_floor: float) -> dic
     }
 
 
-def case_fingerprint(case: dict, *, system: str, max_new_tokens: int, bf16: bool) -> str:
-    """What a greedy reply and its scores depend on, besides the model's weights."""
-    material = [system, case["prompt"], case["expected"], max_new_tokens, bf16]
+def case_fingerprint(case: dict, *, system: str, max_new_tokens: int, engine: bool | str) -> str:
+    """What a greedy reply and its scores depend on, besides the model's weights. `engine`:
+    True / False for the in-process bf16 / float32 replies, else the served format's name."""
+    material = [system, case["prompt"], case["expected"], max_new_tokens, engine]
     return hashlib.sha1(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def version_evaluate(version: ModelVersion, *, cases: list[dict], progress=None) -> dict:
     """Score a version on `cases`: flat metrics for the dashboard plus `per_case` scores
-    for the gate. Batched greedy replies in bf16 where the hardware has it.
+    for the gate. Where model servers serve the replies (and TRAINING_EVAL_SERVED), the
+    version is scored as customers get it: its GGUF on a llama-server of the run's own
+    (`evaluate_served`); otherwise by batched greedy replies in bf16 where the hardware has it.
 
     Greedy replies of fixed weights do not change, so a case this version was already scored
     on (same prompt, reference, system prompt and settings; kept in its
     `metrics["scored_cases"]`) is not generated again: the active version is mostly scored
     by its own run, and later runs only score it on cases added since.
     """
-    from training.evaluate import evaluate_artifact
+    from chatbot.serving.cluster import remote_serving
+    from training.evaluate import evaluate_artifact, evaluate_served
     from training.train import bf16_usable, system_prompt_for_training
 
     target = serving_target(version)
-    bf16 = train_config().bf16 and bf16_usable()
+    served = remote_serving() and settings.TRAINING_EVAL_SERVED
+    bf16 = not served and train_config().bf16 and bf16_usable()
+    engine: bool | str = f"llama.cpp {settings.MODEL_SERVER_QUANT}" if served else bf16
     tokens = settings.TRAINING_EVAL_MAX_NEW_TOKENS
     system = system_prompt_for_training()
-    keys = [case_fingerprint(c, system=system, max_new_tokens=tokens, bf16=bf16) for c in cases]
+    keys = [case_fingerprint(c, system=system, max_new_tokens=tokens, engine=engine) for c in cases]
     known = dict((version.metrics or {}).get("scored_cases", {}))
     todo = [(key, case) for key, case in zip(keys, cases, strict=True) if key not in known]
     seconds, samples = 0.0, []
     if todo:
-        report = evaluate_artifact(
-            target.artifact_path,
-            base_path=target.base_path,
-            cases=[case for _, case in todo],
-            max_new_tokens=tokens,
-            batch_size=settings.TRAINING_EVAL_BATCH_SIZE,
-            bf16=bf16,
-            loss=False,
-            progress=progress,
-        )
+        if served:
+            report = evaluate_served(
+                target, cases=[case for _, case in todo], max_new_tokens=tokens, progress=progress
+            )
+        else:
+            report = evaluate_artifact(
+                target.artifact_path,
+                base_path=target.base_path,
+                cases=[case for _, case in todo],
+                max_new_tokens=tokens,
+                batch_size=settings.TRAINING_EVAL_BATCH_SIZE,
+                bf16=bf16,
+                loss=False,
+                progress=progress,
+            )
         known.update({key: record for (key, _), record in zip(todo, report.per_case, strict=True)})
         seconds, samples = report.seconds, report.samples
     elif progress:
@@ -215,6 +226,7 @@ def version_evaluate(version: ModelVersion, *, cases: list[dict], progress=None)
             per_case, corrections_floor=settings.TRAINING_CORRECTIONS_MIN_SIMILARITY
         ),
         "bf16": bf16,
+        "engine": engine if served else ("bf16" if bf16 else "float32"),
         "seconds": seconds,
         "generated": len(todo),
         "reused": len(cases) - len(todo),

@@ -12,7 +12,6 @@ ends with an error, so the service manager restarts the host.
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import threading
@@ -27,7 +26,7 @@ from chatbot.serving.cluster import (
     server_announce,
     server_withdraw,
 )
-from chatbot.serving.model_server import auth_headers, model_publish
+from chatbot.serving.model_server import auth_headers, model_publish, server_stop
 from chatbot.serving.versions import (
     ServingTarget,
     active_serving_target,
@@ -160,15 +159,4 @@ def host_run(proc: subprocess.Popen, state: HostState) -> int:
             server_withdraw(client, url=state.advertise)
         except Exception:  # noqa: BLE001
             log.warning("Could not withdraw %s", state.advertise)
-        _router_stop(proc)
-
-
-def _router_stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        server_stop(proc)

@@ -11,10 +11,14 @@ loaded.
 
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -158,17 +162,25 @@ def model_publish(target: ServingTarget, url: str) -> None:
     log.info("Published v%s to the model server at %s", target.version_number, url)
 
 
-def server_command(*, host: str, port: int) -> list[str]:
-    """The llama-server command line for the router over MODEL_SERVER_MODELS_DIR."""
+def server_command(*, host: str, port: int, model: Path | None = None) -> list[str]:
+    """The llama-server command line for the router over MODEL_SERVER_MODELS_DIR, or with
+    `model` for a server of that one GGUF (the gate's scoring server), same engine settings."""
     binary = settings.LLAMA_SERVER_BIN or str(llama_cpp_dir() / "bin" / "llama-server")
     slots = settings.MODEL_SERVER_SLOTS
     threads = str(settings.MODEL_SERVER_THREADS)
+    serves = (
+        ["--model", str(model)]
+        if model is not None
+        else [
+            "--models-dir",
+            str(settings.MODEL_SERVER_MODELS_DIR),
+            "--models-max",
+            str(settings.MODEL_SERVER_MAX_MODELS),
+        ]
+    )
     return [
         binary,
-        "--models-dir",
-        str(settings.MODEL_SERVER_MODELS_DIR),
-        "--models-max",
-        str(settings.MODEL_SERVER_MAX_MODELS),
+        *serves,
         "--host",
         host,
         "--port",
@@ -227,15 +239,51 @@ def server_wait(url: str, proc: subprocess.Popen, *, timeout: float = 120.0) -> 
     raise RuntimeError(f"llama-server at {url} did not come up within {timeout:g} s")
 
 
-def server_spawn(*, port: int, log_path: Path, host: str = "127.0.0.1") -> subprocess.Popen:
-    """Start the router (with its model children in its own process group) and wait for it."""
+def server_spawn(
+    *, port: int, log_path: Path, host: str = "127.0.0.1", model: Path | None = None
+) -> subprocess.Popen:
+    """Start the router (with its model children in its own process group), or a server of
+    one `model`, and wait for it."""
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            server_command(host=host, port=port),
+            server_command(host=host, port=port, model=model),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env=server_env(),
         )
-    server_wait(f"http://{host}:{port}", proc)
+    try:
+        server_wait(f"http://{host}:{port}", proc)
+    except RuntimeError:
+        server_stop(proc)
+        raise
     return proc
+
+
+def server_stop(proc: subprocess.Popen) -> None:
+    """Stop a spawned server and its model children (they share its process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def server_private(model: Path) -> Iterator[str]:
+    """A llama-server of one GGUF on a free loopback port, for as long as the block runs;
+    yields its URL. The gate scores a version on it: the engine customers get, without
+    taking the live server's slots (and at the trainer's CPU priority, which it inherits)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log_path = Path(settings.DATA_DIR) / "logs" / "llama-server-scoring.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    proc = server_spawn(port=port, log_path=log_path, model=model)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server_stop(proc)

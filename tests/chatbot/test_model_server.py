@@ -345,3 +345,55 @@ async def test_quantized_replies_are_as_good_as_bf16(remote, real_model_dir):
     assert similarity[0] >= similarity[1] - 0.01
     slots_q = sum("{{" in reply for reply in quantized)
     assert slots_q <= sum("{{" in reply for reply in reference)
+
+
+@pytest.mark.django_db
+def test_the_gate_scores_a_version_as_customers_get_it(remote, settings, real_model_dir):
+    """Where model servers serve, `version_evaluate` (the gate's scoring) runs the version's
+    GGUF on a llama-server of its own: its replies are the ones the gateway streams to a
+    customer asking the same, and scores the in-process engine wrote do not stand in."""
+    from training.pipeline import case_fingerprint, version_evaluate
+    from training.registry import base_version_ensure
+    from training.train import system_prompt_for_training
+
+    settings.CHAT_BASE_MODEL_PATH = str(real_model_dir)
+    settings.TRAINING_EVAL_MAX_NEW_TOKENS = 24
+    settings.MODEL_SERVER_SLOTS = 1  # one at a time, like the gateway below: batching moves text
+    version = base_version_ensure()
+    system = system_prompt_for_training()
+    cases = [
+        {
+            "id": r["id"],
+            "kind": "seed",
+            "prompt": [{"role": "user", "content": r["customer"]}],
+            "expected": r["agent"],
+        }
+        for r in seed_cases(3)
+    ]
+    stale = {"semantic_similarity": 1.0, "rouge_l": 1.0, "token_f1": 1.0, "safety": []}
+    version.metrics = {
+        "scored_cases": {
+            case_fingerprint(c, system=system, max_new_tokens=24, engine=engine): stale
+            for c in cases
+            for engine in (True, False)  # the in-process engine, bf16 and float32
+        }
+    }
+    version.save()
+
+    scored = version_evaluate(version, cases=cases)
+    assert scored["engine"] == "llama.cpp Q8_0"
+    assert (scored["generated"], scored["reused"]) == (3, 0)
+    assert all(c["semantic_similarity"] < 1.0 for c in scored["per_case"])
+    replies = [sample["reply"] for sample in scored["samples"]]
+    assert len(replies) == 3 and all(replies)
+
+    params = replace(gateway.default_params(), max_new_tokens=24, temperature=0.0)
+    for case, reply in zip(cases, replies, strict=True):
+        messages = [{"role": "system", "content": system}, *case["prompt"]]
+        events = asyncio.run(collect(messages, base_target(real_model_dir), params))
+        assert events[-1].kind == "done", events[-1].text
+        assert "".join(e.text for e in events if e.kind == "token").strip() == reply
+
+    again = version_evaluate(version, cases=cases)  # greedy replies of fixed weights: kept
+    assert (again["generated"], again["reused"]) == (0, 3)
+    assert again["per_case"] == scored["per_case"]
