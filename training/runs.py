@@ -231,6 +231,7 @@ def gate_policy() -> GatePolicy:
         max_quality_drop=settings.TRAINING_GATE_MAX_QUALITY_DROP,
         safety_tolerance=settings.TRAINING_GATE_SAFETY_TOLERANCE,
         safety_extra_cases=settings.TRAINING_GATE_SAFETY_EXTRA_CASES,
+        safety_alpha=settings.TRAINING_GATE_SAFETY_ALPHA,
         corrections_min_similarity=settings.TRAINING_CORRECTIONS_MIN_SIMILARITY,
         forgetting_tolerance=settings.TRAINING_GATE_FORGETTING_TOLERANCE,
         bootstrap_resamples=settings.TRAINING_GATE_BOOTSTRAP_RESAMPLES,
