@@ -19,7 +19,15 @@ def test_admin_sees_runs_and_versions_and_starts_then_cancels_a_retrain(app_serv
         parent=v1,
         artifact_path="/nowhere",
         metrics={
-            "evaluation": {"semantic_similarity": 0.71, "rouge_l": 0.2, "val_loss": 1.9},
+            "evaluation": {
+                "semantic_similarity": 0.71,
+                "rouge_l": 0.2,
+                "val_loss": 1.9,
+                "engine": "llama.cpp Q8_0",
+                "cases": 253,
+                "generated": 253,
+                "reused": 0,
+            },
             "compared_with": {"version": 1, "evaluation": {"semantic_similarity": 0.64}},
         },
     )
@@ -40,6 +48,8 @@ def test_admin_sees_runs_and_versions_and_starts_then_cancels_a_retrain(app_serv
     assert page.locator("#versions tr[data-version='2'] .status").inner_text() == "Candidate"
     assert page.locator(".loss-curve polyline").count() == 1
     assert "0.7100" in page.locator("#comparison").inner_text()
+    scored_by = page.locator("#scored-by").inner_text()
+    assert "Scored by llama.cpp Q8_0 on 253 frozen cases (253 replies generated" in scored_by
 
     page.click("#retrain-now")
     page.wait_for_selector(".flash li:has-text('queued')")
