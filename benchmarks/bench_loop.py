@@ -280,7 +280,8 @@ def seed_at_reply_length(env: dict, *, limit: int) -> dict:
     """Seed held-out ROUGE-L and MiniLM similarity of every version at the reply length
     customers get (SERVING_MAX_NEW_TOKENS, 192), not the gate's 64 tokens: 91 % of the seed
     answers are longer than 64 tokens (median 153), so a 64-token reply caps its ROUGE-L
-    recall. The first `limit` frozen seed cases of the newest snapshot, greedy, batched."""
+    recall. The first `limit` frozen seed cases of the newest snapshot, greedy, batched, on
+    the engine the bench's replies come from."""
     script = (
         "import json\n"
         "from django.conf import settings\n"
@@ -303,8 +304,15 @@ def seed_at_reply_length(env: dict, *, limit: int) -> dict:
         tokens,
         "--json",
         str(out),
+        # As customers get them: each version's GGUF on llama-server, unless the bench
+        # measures the in-process engine.
+        *(["--served"] if env.get("MODEL_SERVER_URL") else []),
     )
-    result = {"max_new_tokens": int(tokens), "seconds": round(time.perf_counter() - t0, 1)}
+    result = {
+        "max_new_tokens": int(tokens),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "engine": json.loads(out.read_text())["reports"][0]["engine"],
+    }
     for (number, _), report in zip(versions, json.loads(out.read_text())["reports"], strict=True):
         seed = [c for c in report["per_case"] if c.get("kind", "seed") == "seed"]
         result[f"v{number}"] = {

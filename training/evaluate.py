@@ -438,6 +438,7 @@ def evaluate_served(
 def reports_table(reports: list[EvalReport]) -> str:
     """A plain-text table, one column per report."""
     rows: list[tuple[str, Callable[[EvalReport], str]]] = [
+        ("engine", lambda r: r.engine or ("bf16" if r.bf16 else "float32")),
         ("cases", lambda r: str(r.cases)),
         ("validation loss", lambda r: "-" if r.val_loss is None else f"{r.val_loss:.4f}"),
         ("perplexity", lambda r: "-" if r.perplexity is None else f"{r.perplexity:.2f}"),

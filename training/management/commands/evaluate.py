@@ -4,9 +4,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from chatbot.serving.loading import ModelLoadError
-from chatbot.serving.versions import base_model_path
+from chatbot.serving.model_server import ConversionError
+from chatbot.serving.versions import ServingTarget, base_model_path
 from training.data.snapshot import DatasetError, snapshot_get
-from training.evaluate import evaluate_artifact, evaluation_cases, reports_table
+from training.evaluate import evaluate_artifact, evaluate_served, evaluation_cases, reports_table
 
 
 class Command(BaseCommand):
@@ -24,6 +25,12 @@ class Command(BaseCommand):
         parser.add_argument("--bf16", type=int, choices=(0, 1), default=None, help="Default: auto.")
         parser.add_argument("--base", default="", help="Base model folder (default: configured).")
         parser.add_argument("--json", default="", help="Also write the reports to this file.")
+        parser.add_argument(
+            "--served",
+            action="store_true",
+            help="Score each model as customers get it from a model server: its GGUF "
+            "(MODEL_SERVER_QUANT, made if missing) on a llama-server of its own.",
+        )
 
     def handle(self, *args, **options):
         base = options["base"] or str(base_model_path())
@@ -36,15 +43,23 @@ class Command(BaseCommand):
         for artifact in options["artifacts"]:
             path = base if artifact == "base" else artifact
             try:
-                report = evaluate_artifact(
-                    path,
-                    base_path=base,
-                    cases=cases,
-                    max_new_tokens=options["max_new_tokens"],
-                    batch_size=options["batch_size"],
-                    bf16=None if options["bf16"] is None else bool(options["bf16"]),
-                )
-            except ModelLoadError as exc:
+                if options["served"]:
+                    target = ServingTarget(
+                        version_id=0, version_number=0, artifact_path=path, base_path=base
+                    )
+                    report = evaluate_served(
+                        target, cases=cases, max_new_tokens=options["max_new_tokens"]
+                    )
+                else:
+                    report = evaluate_artifact(
+                        path,
+                        base_path=base,
+                        cases=cases,
+                        max_new_tokens=options["max_new_tokens"],
+                        batch_size=options["batch_size"],
+                        bf16=None if options["bf16"] is None else bool(options["bf16"]),
+                    )
+            except (ModelLoadError, ConversionError) as exc:
                 raise CommandError(f"Refused {artifact}: {exc}") from exc
             reports.append(report)
         data = {"snapshot": snapshot.name, "reports": [r.to_dict() for r in reports]}
