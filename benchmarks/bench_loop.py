@@ -308,12 +308,13 @@ def seed_at_reply_length(env: dict, *, limit: int) -> dict:
         # measures the in-process engine.
         *(["--served"] if env.get("MODEL_SERVER_URL") else []),
     )
+    reports = json.loads(out.read_text())["reports"]
     result = {
         "max_new_tokens": int(tokens),
         "seconds": round(time.perf_counter() - t0, 1),
-        "engine": json.loads(out.read_text())["reports"][0]["engine"],
+        "engine": reports[0]["engine"],
     }
-    for (number, _), report in zip(versions, json.loads(out.read_text())["reports"], strict=True):
+    for (number, _), report in zip(versions, reports, strict=True):
         seed = [c for c in report["per_case"] if c.get("kind", "seed") == "seed"]
         result[f"v{number}"] = {
             "seed_cases": len(seed),

@@ -313,6 +313,13 @@ def evaluate_artifact(
     )
 
 
+def engine_label(*, served: bool, bf16: bool) -> str:
+    """What writes a version's evaluation replies, as reports and the dashboard name it."""
+    if served:
+        return f"llama.cpp {settings.MODEL_SERVER_QUANT}"
+    return "bf16" if bf16 else "float32"
+
+
 def _report(
     artifact: str,
     cases: list[dict],
@@ -323,7 +330,7 @@ def _report(
     started: float,
     val_loss: float | None = None,
     bf16: bool = False,
-    engine: str = "",
+    served: bool = False,
 ) -> EvalReport:
     per_case = cases_score(cases, replies, system=system)
     return EvalReport(
@@ -338,7 +345,7 @@ def _report(
         max_new_tokens=max_new_tokens,
         seconds=round(time.monotonic() - started, 1),
         bf16=bf16,
-        engine=engine or ("bf16" if bf16 else "float32"),
+        engine=engine_label(served=served, bf16=bf16),
         per_case=per_case,
         # With the case's ids, so deleting a customer's data can find their samples.
         samples=[
@@ -431,14 +438,14 @@ def evaluate_served(
         system=system,
         max_new_tokens=max_new_tokens,
         started=started,
-        engine=f"llama.cpp {settings.MODEL_SERVER_QUANT}",
+        served=True,
     )
 
 
 def reports_table(reports: list[EvalReport]) -> str:
     """A plain-text table, one column per report."""
     rows: list[tuple[str, Callable[[EvalReport], str]]] = [
-        ("engine", lambda r: r.engine or ("bf16" if r.bf16 else "float32")),
+        ("engine", lambda r: r.engine),
         ("cases", lambda r: str(r.cases)),
         ("validation loss", lambda r: "-" if r.val_loss is None else f"{r.val_loss:.4f}"),
         ("perplexity", lambda r: "-" if r.perplexity is None else f"{r.perplexity:.2f}"),

@@ -177,13 +177,14 @@ def version_evaluate(version: ModelVersion, *, cases: list[dict], progress=None)
     by its own run, and later runs only score it on cases added since.
     """
     from chatbot.serving.cluster import remote_serving
-    from training.evaluate import evaluate_artifact, evaluate_served
+    from training.evaluate import engine_label, evaluate_artifact, evaluate_served
     from training.train import bf16_usable, system_prompt_for_training
 
     target = serving_target(version)
     served = remote_serving() and settings.TRAINING_EVAL_SERVED
     bf16 = not served and train_config().bf16 and bf16_usable()
-    engine: bool | str = f"llama.cpp {settings.MODEL_SERVER_QUANT}" if served else bf16
+    # In-process scores keep their old key material (True / False), so stored ones still match.
+    engine: bool | str = engine_label(served=True, bf16=False) if served else bf16
     tokens = settings.TRAINING_EVAL_MAX_NEW_TOKENS
     system = system_prompt_for_training()
     keys = [case_fingerprint(c, system=system, max_new_tokens=tokens, engine=engine) for c in cases]
@@ -226,7 +227,7 @@ def version_evaluate(version: ModelVersion, *, cases: list[dict], progress=None)
             per_case, corrections_floor=settings.TRAINING_CORRECTIONS_MIN_SIMILARITY
         ),
         "bf16": bf16,
-        "engine": engine if served else ("bf16" if bf16 else "float32"),
+        "engine": engine_label(served=served, bf16=bf16),
         "seconds": seconds,
         "generated": len(todo),
         "reused": len(cases) - len(todo),
