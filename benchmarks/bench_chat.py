@@ -4,11 +4,14 @@ The app gets the real model, the demo knowledge base (retrieval on: passages in 
 and, unless `--in-process`, its model server (`manage.py model_server`, llama-server) with
 the web process streaming from it. Prints time to first token (p50, p95) over 20 fixed
 questions asked one at a time, decode tokens/s for one conversation, aggregate tokens/s and
-the slowest chat's decode rate with 4 and 8 conversations at once, then 50 customers
-arriving at once: when each first heard back (a token, or a `queued` frame with its place),
-time to first token, the real wait over the `queued` frames' estimates, frames by type;
-and peak memory (VmHWM) of the web process and of the model server. Run with
-`make bench-chat`.
+the slowest chat's decode rate with 4 and 8 conversations at once; side by side, the
+reference engine alone (llama-server, straight `/completion` requests, no app) on the very
+requests the app sent for those 8 chats (prompts made by the app's own grounding and
+gateway code), one at a time and then all at once, with the ratios the issue's bars use;
+then 50 customers arriving at once: when each first heard back (a token, or a `queued`
+frame with its place), time to first token, the real wait over the `queued` frames'
+estimates, frames by type; and peak memory (VmHWM) of the web process and of the model
+server. Run with `make bench-chat`.
 """
 
 import argparse
@@ -165,7 +168,61 @@ async def ask(base: str, question: str, frames: Counter | None = None) -> dict:
                 raise RuntimeError(frame)
 
 
-async def run(base: str) -> dict:
+# Run by `manage.py shell` in the app's environment: the `/completion` bodies the app sends
+# for these questions (grounding, prompt cut and sampling by the app's own code).
+ENGINE_BODIES = """
+import json, os
+from chatbot.grounding import grounding_find
+from chatbot.serving.model_server import model_id
+from chatbot.serving.remote import completion_request, request_tokens
+from chatbot.serving.versions import active_serving_target
+target = active_serving_target()
+bodies = []
+for question in json.loads(os.environ["BENCH_QUESTIONS"]):
+    grounding = grounding_find(question)
+    params = grounding.params()
+    messages = grounding.messages([("customer", question)])
+    ids, biased, _ = request_tokens(messages, target, params)
+    bodies.append(completion_request(ids, model_id(target), params, biased=biased))
+print(json.dumps(bodies))
+"""
+
+
+def engine_bodies(env: dict, questions: list[str]) -> list[dict]:
+    out = manage({**env, "BENCH_QUESTIONS": json.dumps(questions)}, "shell", "-c", ENGINE_BODIES)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def decode_rate(replies: list[dict]) -> float:
+    """Tokens after the first over the seconds between first and last, over `replies`."""
+    timed = [r for r in replies if r["decode_seconds"] > 0]
+    return sum(r["tokens"] - 1 for r in timed) / sum(r["decode_seconds"] for r in timed)
+
+
+async def side_by_side(base: str, url: str, questions: list[str], bodies: list[dict]) -> dict:
+    """The app and the reference engine alone on the same requests, one at a time in turn
+    (app, engine, app, ...: the host's speed drifts), then the engine with all at once.
+
+    The prompts are still in the server's slots from the app's round, so no pass prefills
+    much: "all at once" is the engine's own ceiling for these chats on this machine."""
+    from benchmarks.bench_model_server import completion_stream
+
+    app, engine = [], []
+    for question, body in zip(questions, bodies, strict=True):
+        app.append(await ask(base, question))
+        engine.append(await completion_stream(url, body))
+    start = time.perf_counter()
+    batch = await asyncio.gather(*(completion_stream(url, body) for body in bodies))
+    wall = time.perf_counter() - start
+    return {
+        "app_decode": decode_rate(app),
+        "engine_decode": decode_rate(engine),
+        "engine_aggregate": sum(r["tokens"] for r in batch) / wall,
+        "engine_slowest": min(decode_rate([r]) for r in batch if r["decode_seconds"] > 0),
+    }
+
+
+async def run(base: str, *, env: dict, model_url: str) -> dict:
     await ask(base, "Hello")  # warm-up
     single = [await ask(base, q) for q in QUESTIONS]
     ttfts = [r["ttft"] for r in single]
@@ -187,6 +244,27 @@ async def run(base: str) -> dict:
             r["decode"] for r in batch
         )
         results[f"ttft_p50_{n}_conversations"] = statistics.median(r["ttft"] for r in batch)
+        print(
+            f"{n} at once (tokens, decode tokens/s):",
+            [(r["tokens"], round(r["decode"], 1)) for r in sorted(batch, key=lambda r: r["ttft"])],
+        )
+    if model_url:
+        # Side by side: llama.cpp alone on the very requests the app sent for the 8 chats.
+        eight = QUESTIONS[:8]
+        bodies = await asyncio.to_thread(engine_bodies, env, eight)
+        pair = await side_by_side(base, model_url, eight, bodies)
+        single = pair["engine_decode"]
+        results["app_decode_tokens_per_s_one_at_a_time"] = pair["app_decode"]
+        results["engine_decode_tokens_per_s_one_at_a_time"] = single
+        results["engine_aggregate_tokens_per_s_8_at_once"] = pair["engine_aggregate"]
+        results["engine_slowest_chat_decode_tokens_per_s_8_at_once"] = pair["engine_slowest"]
+        results["ratio_app_one_at_a_time_to_engine_single_stream"] = pair["app_decode"] / single
+        results["ratio_app_8_conversations_to_engine_single_stream"] = (
+            results["aggregate_tokens_per_s_8_conversations"] / single
+        )
+        results["ratio_engine_8_at_once_to_engine_single_stream"] = (
+            pair["engine_aggregate"] / single
+        )
     frames: Counter = Counter()
     arrivals = await asyncio.gather(
         *(ask(base, f"{QUESTIONS[i % 20]} (customer {i})", frames) for i in range(50)),
@@ -275,7 +353,7 @@ def main() -> None:
     try:
         app_wait(base, tries=600)
         time.sleep(3)  # let the warm-up load the model
-        results = asyncio.run(run(base))
+        results = asyncio.run(run(base, env=env, model_url=model_url))
         results["web_process_peak_memory_mib"] = peak_memory_mib(server.pid)
         if model_server:
             results["model_server_peak_memory_mib"] = group_memory_mib(model_server.pid)[1]

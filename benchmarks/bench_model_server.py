@@ -77,24 +77,21 @@ def group_memory_mib(pid: int) -> tuple[float, float]:
     return rss, peak
 
 
-async def raw_once(url: str, ids: list[int], model: str) -> dict:
-    """One streamed `/completion` straight to llama-server."""
+async def completion_stream(url: str, body: dict) -> dict:
+    """One streamed `/completion` straight to llama-server, on its own connection: time to
+    first token, seconds from first to last token, tokens, seconds in all."""
     import json
 
     import httpx
 
-    from chatbot.serving.engine import GenerationParams
-    from chatbot.serving.remote import completion_request
-
-    body = completion_request(
-        ids, model, GenerationParams(max_new_tokens=MAX_NEW, repetition_penalty=1.1)
-    )
     start = time.perf_counter()
     first = last = None
     tokens = 0
     async with (
-        httpx.AsyncClient(timeout=120) as client,
-        client.stream("POST", f"{url}/completion", json=body) as response,
+        httpx.AsyncClient(timeout=300) as client,
+        client.stream(
+            "POST", f"{url}/completion", json=body, headers={"Connection": "close"}
+        ) as response,
     ):
         async for line in response.aiter_lines():
             if not line.startswith("data:"):
@@ -105,7 +102,26 @@ async def raw_once(url: str, ids: list[int], model: str) -> dict:
                 first = first or last
             if data.get("stop"):
                 tokens = data["tokens_predicted"]
-    return {"ttft": first - start, "decode": (tokens - 1) / (last - first), "tokens": tokens}
+    first = first or start
+    return {
+        "ttft": first - start,
+        "decode_seconds": (last or first) - first,
+        "tokens": tokens,
+        "total": time.perf_counter() - start,
+    }
+
+
+async def raw_once(url: str, ids: list[int], model: str) -> dict:
+    """One streamed `/completion` straight to llama-server."""
+    from chatbot.serving.engine import GenerationParams
+    from chatbot.serving.remote import completion_request
+
+    body = completion_request(
+        ids, model, GenerationParams(max_new_tokens=MAX_NEW, repetition_penalty=1.1)
+    )
+    reply = await completion_stream(url, body)
+    reply["decode"] = (reply["tokens"] - 1) / reply["decode_seconds"]
+    return reply
 
 
 async def raw_fixed(url: str, ids_list: list[list[int]], model: str) -> dict:

@@ -431,6 +431,9 @@ CHAT_IP_RATE_LIMIT_SECONDS = env_float("CHAT_IP_RATE_LIMIT_SECONDS", 60.0)
 # measured (chatbot/serving/turns.py), else this many seconds.
 SERVING_MAX_PENDING = env_int("SERVING_MAX_PENDING", 4 * SERVING_MAX_BATCH)
 CHAT_OVERLOAD_RETRY_SECONDS = env_int("CHAT_OVERLOAD_RETRY_SECONDS", 15)
+# A reply streams in frames of the tokens that arrived within this many seconds (the first
+# token at once; 0: a frame per token): fewer frames, less web CPU beside the model server.
+CHAT_TOKEN_FRAME_SECONDS = env_float("CHAT_TOKEN_FRAME_SECONDS", 0.05)
 # The longest wait for the engine's next event (first token included) before the reply
 # fails with `generation_failed`.
 SERVING_EVENT_TIMEOUT_SECONDS = env_float("SERVING_EVENT_TIMEOUT_SECONDS", 60.0)

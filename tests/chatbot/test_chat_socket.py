@@ -6,6 +6,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
+from chatbot.handoff import EMPTY_REPLY_FALLBACK
 from chatbot.models import Conversation, Message
 from tests.helpers import frames_until
 
@@ -24,7 +25,7 @@ async def wait_for(predicate, timeout=30.0):
     return False
 
 
-async def test_reply_streams_token_by_token_and_is_stored_whole(chat_socket, customer_session):
+async def test_reply_streams_in_pieces_and_is_stored_whole(chat_socket, customer_session):
     ws = await chat_socket(customer_session)
     history = await first_frame(ws)
     assert history == {
@@ -57,6 +58,26 @@ async def test_reply_streams_token_by_token_and_is_stored_whole(chat_socket, cus
         lambda: list(Message.objects.filter(role="customer").values_list("text", flat=True))
     )()
     assert customer == ["Where is my order?"]
+
+
+@pytest.mark.parametrize("seconds", [0, 60])
+async def test_tokens_share_a_frame_within_the_frame_time(
+    chat_socket, customer_session, settings, seconds
+):
+    """CHAT_TOKEN_FRAME_SECONDS 0 sends each model token in its own frame; a long frame time
+    sends the first token at once and the rest when the reply ends."""
+    settings.CHAT_TOKEN_FRAME_SECONDS = seconds
+    ws = await chat_socket(customer_session)
+    await first_frame(ws)
+    await ws.send_json_to({"type": "customer_message", "text": "Where is my order?"})
+    got = await frames_until(ws, "bot_message")
+    tokens = [f["text"] for f in got if f["type"] == "token"]
+    assert "".join(tokens) == got[-1]["text"]
+    if tokens[-1] == " " + EMPTY_REPLY_FALLBACK:  # the tiny model writes only blanks
+        tokens.pop()
+    stored = await database_sync_to_async(Message.objects.get)(pk=got[-1]["message_id"])
+    assert stored.token_count == 8
+    assert len(tokens) == (8 if seconds == 0 else 2)
 
 
 async def test_customer_message_is_stored_before_the_first_token(chat_socket, customer_session):
