@@ -357,8 +357,8 @@ async def _model_reply_stream(
                     raise RuntimeError(event.text)
                 event = await anext(stream, None)
         finally:
-            await pieces.flush()
             await stream.aclose()  # type: ignore[attr-defined]  # an async generator; cancels the request if we stopped early
+            await pieces.flush()  # what the model wrote reaches the customer, error or not
         return target
     raise ModelLoadError("no version of the model could be loaded")
 

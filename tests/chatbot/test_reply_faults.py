@@ -68,6 +68,24 @@ async def test_a_database_error_mid_reply_ends_in_an_error_frame_and_a_marked_me
     assert event["frame"]["message_ids"] == [str(customer.pk)]
 
 
+async def test_tokens_held_for_the_next_frame_reach_the_customer_before_an_engine_error(
+    chat_socket, customer_session, monkeypatch, settings
+):
+    from chatbot.serving.engine import Event
+
+    async def dies_mid_reply(*args, **kwargs):  # fault injection: the engine fails mid-reply
+        for piece in ("Your ", "parcel ", "is "):
+            yield Event("token", text=piece)
+        yield Event("error", text="model server failed mid-reply")
+
+    settings.CHAT_TOKEN_FRAME_SECONDS = 60  # all but the first token are held
+    monkeypatch.setattr(services.gateway, "reply_stream", dies_mid_reply)
+    ws = await started(chat_socket, customer_session)
+    frames = await frames_until(ws, "error")
+    assert [f["text"] for f in frames if f["type"] == "token"] == ["Your ", "parcel is "]
+    assert frames[-1]["code"] == "generation_failed"
+
+
 async def test_an_agent_sees_failed_replies_in_the_console_queue(
     chat_socket, customer_session, monkeypatch, client, django_user_model
 ):
