@@ -226,11 +226,10 @@ async def run(base: str, *, env: dict, model_url: str) -> dict:
     await ask(base, "Hello")  # warm-up
     single = [await ask(base, q) for q in QUESTIONS]
     ttfts = [r["ttft"] for r in single]
-    decode = sum(r["tokens"] - 1 for r in single) / sum(r["decode_seconds"] for r in single)
     results = {
         "ttft_p50": statistics.median(ttfts),
         "ttft_p95": percentile(ttfts, 0.95),
-        "decode_tokens_per_s_one_conversation": decode,
+        "decode_tokens_per_s_one_conversation": decode_rate(single),
         "mean_reply_tokens": statistics.mean(r["tokens"] for r in single),
     }
     for n in (4, 8):
